@@ -1,0 +1,143 @@
+"""The storage interface every job writes through, whichever Delta engine is underneath."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from caredata_spark.errors import CaredataError
+
+WriteMode = Literal["append", "overwrite"]
+
+
+class StorageError(CaredataError, RuntimeError):
+    """A table cannot be read or written; the message names the table."""
+
+
+class SchemaMismatchError(StorageError):
+    """Data does not fit the table's schema; the message names the columns."""
+
+
+@dataclass(frozen=True)
+class Txn:
+    """A Delta application transaction: (app_id, version) is committed at most once.
+
+    A retried step passes the same pair, so a write that already landed is skipped instead
+    of appended twice (Delta protocol `txn` action).
+    """
+
+    app_id: str
+    version: int
+
+
+def as_nullable(schema: StructType) -> StructType:
+    """Tables store every column as nullable, as Spark's file sources do."""
+    return StructType.fromJson(
+        {**schema.jsonValue(), "fields": [{**f, "nullable": True} for f in schema.jsonValue()["fields"]]}
+    )
+
+
+def check_schema(table: str, table_schema: StructType, data_schema: StructType) -> None:
+    """Refuse data whose columns or types differ from the table's, naming every column."""
+    expected = {f.name: f.dataType.simpleString() for f in table_schema.fields}
+    actual = {f.name: f.dataType.simpleString() for f in data_schema.fields}
+    missing = [c for c in expected if c not in actual]
+    extra = [c for c in actual if c not in expected]
+    changed = [
+        f"{c} ({expected[c]} in table, {actual[c]} in data)"
+        for c in expected
+        if c in actual and expected[c] != actual[c]
+    ]
+    problems = []
+    if missing:
+        problems.append("missing columns: " + ", ".join(missing))
+    if extra:
+        problems.append("unexpected columns: " + ", ".join(extra))
+    if changed:
+        problems.append("type mismatch: " + "; ".join(changed))
+    if problems:
+        raise SchemaMismatchError(f"schema mismatch writing table {table}: " + "; ".join(problems))
+
+
+class DeltaStore(ABC):
+    """One Delta Lake interface, two engines (delta-spark connector or delta-rs).
+
+    Paths are table roots (local paths or URIs). Reads return distributed DataFrames.
+    """
+
+    name: str
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def version(self, path: str) -> int | None:
+        """Latest committed version, or None when there is no table."""
+
+    @abstractmethod
+    def read(self, path: str, version: int | None = None) -> DataFrame: ...
+
+    @abstractmethod
+    def schema(self, path: str) -> StructType: ...
+
+    @abstractmethod
+    def txn_version(self, path: str, app_id: str) -> int | None:
+        """Highest transaction version committed by `app_id`, or None."""
+
+    @abstractmethod
+    def _write(
+        self,
+        df: DataFrame,
+        path: str,
+        mode: WriteMode,
+        partition_by: Sequence[str],
+        replace: Mapping[str, Sequence[str]] | None,
+        txn: Txn | None,
+    ) -> None: ...
+
+    def write(
+        self,
+        df: DataFrame,
+        path: str,
+        *,
+        mode: WriteMode = "append",
+        partition_by: Sequence[str] = (),
+        replace: Mapping[str, Sequence[str]] | None = None,
+        txn: Txn | None = None,
+    ) -> bool:
+        """Commit `df` to the table at `path` in one Delta transaction.
+
+        `replace` (with mode="overwrite") replaces only the partitions whose column values
+        are listed, e.g. {"dataset": ["hes_ae"]}. Returns False when `txn` had already been
+        committed, so nothing was written. A failure leaves the table as it was.
+        """
+        if mode not in ("append", "overwrite"):
+            raise ValueError(f"mode must be append or overwrite, got {mode!r}")
+        if replace is not None:
+            if mode != "overwrite":
+                raise ValueError("replace= needs mode='overwrite'")
+            unknown = [c for c in replace if c not in partition_by]
+            if unknown:
+                raise ValueError(f"replace= names non-partition columns: {', '.join(unknown)}")
+        if txn is not None:
+            done = self.txn_version(path, txn.app_id)
+            if done is not None and done >= txn.version:
+                return False
+        if self.exists(path):
+            existing = self.schema(path)
+            check_schema(path, existing, df.schema)
+            df = df.select(*existing.fieldNames())
+        self._write(df, path, mode, list(partition_by), replace, txn)
+        return True
+
+
+def empty_frame(spark: SparkSession, schema: StructType) -> DataFrame:
+    return spark.createDataFrame([], schema)

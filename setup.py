@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="caredata-spark",
+    version="0.1.0",
+    description="Spark platform of a national health-data safe haven: ingest, link, release.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["caredata_spark", "caredata_spark.*"]),
+    package_data={"caredata_spark": ["py.typed", "log4j2.properties"]},
+    install_requires=[
+        "pyspark>=4.0,<5",
+        "deltalake>=1.5,<2",
+        "pyarrow>=15",
+        "pandas>=2.0,<3",  # pyspark warns on pandas 3.x
+        "cryptography>=44",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "chispa>=0.10",
+            "hypothesis>=6.100",
+            "duckdb>=1.1",
+        ],
+        "bench": ["duckdb>=1.1"],
+    },
+    entry_points={"console_scripts": ["caredata=caredata_spark.cli:main"]},
+)

@@ -1,0 +1,215 @@
+"""Storage contract, run against every Delta backend the session can load."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from chispa import assert_df_equality
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from caredata_spark.config import StorageSettings
+from caredata_spark.storage import DeltaStore, SchemaMismatchError, StorageError, Txn, open_store
+
+ROWS = [
+    (1, "RTH", dt.date(2024, 1, 5), "E119", 2.5),
+    (2, "RTH", dt.date(2024, 2, 1), None, None),
+    (3, "RXH", dt.date(2023, 12, 31), "I10", 7.0),
+    (4, "RXH", None, "K401", 1.0),
+]
+COLUMNS = "id long, provider string, event_date date, code string, value double"
+
+
+def frame(spark: SparkSession, rows: list[tuple] = ROWS) -> DataFrame:
+    return spark.createDataFrame(rows, COLUMNS)
+
+
+def add_actions(path: Path) -> list[dict]:
+    """Every add action in the Delta log (all commits)."""
+    actions = []
+    for commit in sorted((path / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            entry = json.loads(line)
+            if "add" in entry:
+                actions.append(entry["add"])
+    return actions
+
+
+def test_round_trip(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    assert store.write(frame(spark), path)
+    assert_df_equality(store.read(path), frame(spark), ignore_row_order=True, ignore_nullable=True)
+    assert store.version(path) == 0
+
+
+def test_append_and_read_old_version(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    store.write(frame(spark, ROWS[:2]), path)
+    store.write(frame(spark, ROWS[2:]), path, mode="append")
+    assert store.version(path) == 1
+    assert_df_equality(store.read(path), frame(spark), ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        store.read(path, version=0), frame(spark, ROWS[:2]), ignore_row_order=True, ignore_nullable=True
+    )
+
+
+def test_overwrite(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path)
+    store.write(frame(spark, ROWS[:1]), path, mode="overwrite")
+    assert_df_equality(store.read(path), frame(spark, ROWS[:1]), ignore_nullable=True)
+
+
+def test_partition_overwrite_keeps_other_partitions(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path, partition_by=["provider"])
+    replacement = [(9, "RTH", dt.date(2024, 3, 1), "J45", 3.0)]
+    store.write(
+        frame(spark, replacement),
+        path,
+        mode="overwrite",
+        partition_by=["provider"],
+        replace={"provider": ["RTH"]},
+    )
+    expected = frame(spark, replacement + ROWS[2:])
+    assert_df_equality(store.read(path), expected, ignore_row_order=True, ignore_nullable=True)
+    assert {p.name for p in (tmp_path / "t").glob("provider=*")} == {"provider=RTH", "provider=RXH"}
+
+
+def test_partition_overwrite_refuses_rows_of_other_partitions(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path, partition_by=["provider"])
+    with pytest.raises(StorageError):
+        store.write(
+            frame(spark), path, mode="overwrite", partition_by=["provider"], replace={"provider": ["RTH"]}
+        )
+    assert store.version(path) == 0
+    assert store.read(path).count() == len(ROWS)
+
+
+def test_idempotent_retry_commits_once(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    txn = Txn("ingest-2024-01", 1)
+    assert store.write(frame(spark), path, txn=txn) is True
+    assert store.write(frame(spark), path, txn=txn) is False
+    assert store.version(path) == 0
+    assert store.read(path).count() == len(ROWS)
+    assert store.txn_version(path, "ingest-2024-01") == 1
+    assert store.write(frame(spark), path, txn=Txn("ingest-2024-01", 2)) is True
+    assert store.read(path).count() == 2 * len(ROWS)
+
+
+def test_failed_task_leaves_table_unchanged(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "t"
+    store.write(frame(spark), str(path))
+    files_before = sorted(p.name for p in path.glob("*.parquet"))
+    # a small task finishes and reports its file; then the large task fails on its last row
+    ids = spark.range(0, 10, numPartitions=1).union(spark.range(10, 200_000, numPartitions=1))
+    poisoned = (
+        ids.select(
+            F.col("id"),
+            F.lit("RTH").alias("provider"),
+            F.lit(None).cast("date").alias("event_date"),
+            F.when(F.col("id") == 199_999, F.raise_error(F.lit("injected failure")))
+            .otherwise(F.lit("X"))
+            .alias("code"),
+            F.lit(1.0).alias("value"),
+        )
+    )
+    with pytest.raises(StorageError):
+        store.write(poisoned, str(path))
+    assert store.version(str(path)) == 0
+    assert_df_equality(store.read(str(path)), frame(spark), ignore_row_order=True, ignore_nullable=True)
+    assert sorted(p.name for p in path.glob("*.parquet")) == files_before
+
+
+def test_file_statistics(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    store.write(frame(spark).coalesce(1), str(path), partition_by=["provider"])
+    stats = {
+        a["partitionValues"]["provider"]: json.loads(a["stats"]) for a in add_actions(path)
+    }
+    rth = stats["RTH"]
+    assert rth["numRecords"] == 2
+    assert rth["minValues"]["id"] == 1 and rth["maxValues"]["id"] == 2
+    assert rth["minValues"]["event_date"] == "2024-01-05"
+    assert rth["maxValues"]["code"] == "E119"
+    assert rth["nullCount"] == {"id": 0, "event_date": 0, "code": 1, "value": 1}
+    assert stats["RXH"]["nullCount"]["event_date"] == 1
+
+
+def test_readable_by_deltalake_and_duckdb(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path, partition_by=["provider"])
+    table = DeltaTable(path)
+    assert table.version() == 0
+    rows = table.to_pyarrow_table().sort_by("id").to_pylist()
+    assert [r["id"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["provider"] == "RXH" and rows[0]["event_date"] == dt.date(2024, 1, 5)
+    # DuckDB's own delta extension is a download; DuckDB scans the delta-rs dataset instead
+    dataset = table.to_pyarrow_dataset()  # noqa: F841  (named for DuckDB's replacement scan)
+    counts = duckdb.sql(
+        "SELECT provider, count(*) AS n FROM dataset GROUP BY provider ORDER BY provider"
+    ).fetchall()
+    assert counts == [("RTH", 2), ("RXH", 2)]
+
+
+def test_schema_mismatch_names_the_columns(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path)
+    wrong = frame(spark).drop("code").withColumn("value", F.col("value").cast("string")).withColumn(
+        "extra", F.lit(1)
+    )
+    with pytest.raises(SchemaMismatchError) as raised:
+        store.write(wrong, path)
+    message = str(raised.value)
+    assert "missing columns: code" in message
+    assert "unexpected columns: extra" in message
+    assert "value (double in table, string in data)" in message
+    assert store.version(path) == 0
+
+
+def test_column_order_of_data_does_not_matter(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path)
+    store.write(frame(spark).select("value", "code", "event_date", "provider", "id"), path)
+    assert store.read(path).filter(F.col("id") == 3).select("code").first()[0] == "I10"
+
+
+def test_reading_a_missing_table_names_it(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="nowhere"):
+        store.read(str(tmp_path / "nowhere"))
+
+
+def test_reads_stay_distributed(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    store.write(spark.range(0, 10_000, numPartitions=4).select(
+        F.col("id"), F.lit("RTH").alias("provider"), F.lit(None).cast("date").alias("event_date"),
+        F.lit("X").alias("code"), F.lit(1.0).alias("value")), path)
+    plan = store.read(path)._jdf.queryExecution().executedPlan().toString()
+    assert "FileScan parquet" in plan or "Scan parquet" in plan or "delta" in plan.lower()
+    assert "LocalTableScan" not in plan
+
+
+def test_auto_backend_detects_missing_connector(spark: SparkSession) -> None:
+    from caredata_spark.session import delta_connector_available
+
+    assert delta_connector_available(spark) is False  # plain pyspark: no delta-spark jars
+    assert open_store(spark).name == "delta-rs"
+    with pytest.raises(StorageError, match="--packages io.delta:delta-spark_2.13"):
+        open_store(spark, StorageSettings(backend="delta-spark"))
