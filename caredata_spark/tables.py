@@ -1,0 +1,30 @@
+"""Names of the warehouse's Delta tables (paths relative to the warehouse root).
+
+`linkage/link_map` and `quarantine` are fixed by the data contract (shared/CONTRACT.md);
+the rest are the platform's own layout, documented in the README.
+"""
+
+from __future__ import annotations
+
+DATASETS = ("gp_patients", "gp_events", "hes_apc", "hes_op", "hes_ae")
+HES_DATASETS = ("hes_apc", "hes_op", "hes_ae")
+
+SUBMISSIONS = "ingest/submissions"  # ledger: one row per inbound file
+DATA_QUALITY = "ingest/data_quality"  # counts per run, reason and submitter
+QUARANTINE = "quarantine"  # contract: every rejected record, encrypted raw content
+OBJECTIONS = "ingest/objections"  # type 2 (and type 1 counts) state history per patient key
+IDENTITY_VAULT = "identity/vault"  # identifiers, encrypted at rest (AES-GCM, vault key)
+LINK_MAP = "linkage/link_map"  # contract
+PERSONS = "linkage/persons"
+LINKAGE_REPORT = "linkage/report"
+
+
+def clinical(dataset: str) -> str:
+    """Clinical table of a dataset: record keys, linkage hashes and clinical fields only."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
+    return f"clinical/{dataset}"
+
+
+def table_path(warehouse: str, name: str) -> str:
+    return f"{warehouse.rstrip('/')}/{name}"
