@@ -14,6 +14,7 @@ setup(
         "pandas>=2.0,<3",  # pyspark warns on pandas 3.x
         "cryptography>=44",
         "pyyaml>=6",
+        "scipy>=1.11",  # HiGHS linear programmes of the disclosure audit
     ],
     extras_require={
         "dev": [
