@@ -64,6 +64,7 @@ class KeySettings:
     linkage_env: str = "CAREDATA_LINKAGE_KEY"
     vault_env: str = "CAREDATA_VAULT_KEY"
     pseudonym_env: str = "CAREDATA_PSEUDONYM_KEY"
+    transport_env: str = "CAREDATA_TRANSPORT_KEY"
 
 
 @dataclass(frozen=True)
