@@ -139,5 +139,11 @@ class DeltaStore(ABC):
         return True
 
 
+def write_failed(path: str, err: BaseException) -> str:
+    """The message of a failed write: Spark's own text can quote row values, so it is kept
+    only in the exception chain (shown with --debug), never in the message."""
+    return f"write to Delta table {path} failed ({type(err).__name__}); the table is unchanged"
+
+
 def empty_frame(spark: SparkSession, schema: StructType) -> DataFrame:
     return spark.createDataFrame([], schema)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructType
 
-from caredata_spark.storage.base import DeltaStore, StorageError, Txn, WriteMode
+from caredata_spark.storage.base import DeltaStore, StorageError, Txn, WriteMode, write_failed
 
 
 def _sql_literal(value: str) -> str:
@@ -60,7 +60,7 @@ class DeltaSparkStore(DeltaStore):
         try:
             return reader.load(path)
         except Exception as err:
-            raise StorageError(f"cannot read Delta table {path}: {str(err).splitlines()[0]}") from err
+            raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
 
     def _write(
         self,
@@ -81,4 +81,4 @@ class DeltaSparkStore(DeltaStore):
         try:
             writer.save(path)
         except Exception as err:
-            raise StorageError(f"write to Delta table {path} failed: {str(err).splitlines()[0]}") from err
+            raise StorageError(write_failed(path, err)) from err
