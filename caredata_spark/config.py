@@ -75,6 +75,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     keys: KeySettings = field(default_factory=KeySettings)
     synth: dict[str, Any] = field(default_factory=dict)
+    linkage: dict[str, Any] = field(default_factory=dict)  # caredata_spark.linkage.settings
 
 
 def _type_name(tp: Any) -> str:

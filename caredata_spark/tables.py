@@ -17,6 +17,7 @@ IDENTITY_VAULT = "identity/vault"  # identifiers, encrypted at rest (AES-GCM, va
 LINK_MAP = "linkage/link_map"  # contract
 PERSONS = "linkage/persons"
 LINKAGE_REPORT = "linkage/report"
+LINKAGE_RUNS = "linkage/runs"  # ledger: the submissions each linkage run consumed
 
 
 def clinical(dataset: str) -> str:
