@@ -22,6 +22,8 @@ from caredata_spark.storage import DeltaStore, open_store
 
 COMMAND_MODULES = [
     "caredata_spark.info",
+    "caredata_spark.crypto_commands",
+    "caredata_spark.encrypt_command",
 ]
 
 
