@@ -1,0 +1,341 @@
+"""Audit of a protected table: can any suppressed cell be recovered from what is published?
+
+The attacker model: everyone knows the rules, so a published count p is an interval (the
+true counts that round to p and were not small: [max(p-2, 8), p+2] for nearest-5), a
+suppressed cell is an integer >= 1 (zero cells are never suppressed), and the table is
+additive (a total equals the sum of its parts; for distinct-person tables where a person
+can be in several cells, a total lies between the largest part and the sum of the parts).
+For each sensitive suppressed cell, two linear programmes (min and max of the cell under
+all of that) give its feasibility interval; the cell is protected when the interval is at
+least `ProtectionRule.required` wide. The default, 7, means an attacker can never confine
+a small count to fewer than 8 values, so cannot even tell it is small.
+
+Sensitive cells are the primary ones (true count 1-7) and, in a sub-table below the top
+level, the inherited cells that were suppressed above: the HiTaS modular method treats
+those as primary in the lower table, so that cells protecting a higher-level primary
+cannot be pinned down from below. Complementary cells elsewhere need no interval: their
+exact value would have been publishable (rounded) anyway.
+
+Speed: one LP per cell per side would take minutes on 10^5-cell tables, so feasible points
+are collected first: maximise then minimise the sum of all unresolved sensitive cells (each
+capped at its value plus the required width). Every LP solution is a feasible table, so a
+cell whose values across these points already span the required width is proven protected
+without its own LPs (its reported interval is then an inner bound, `exact` false). Only
+the remaining cells get their own pair of LPs, and those intervals are exact. Each LP is
+solved on the sub-table holding the cell (sparse constraints, HiGHS), and sub-tables are
+audited in parallel across Spark executors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from scipy.optimize import linprog
+
+from caredata_spark.aggregates import MEASURE, TOTAL, VALUE, TableShape
+from caredata_spark.config import ConfigError
+from caredata_spark.errors import CaredataError
+
+SUPPRESSED = "suppressed"
+PRIMARY = "primary"  # true count in 1..max_small: the cells suppression exists for
+LOWER = "lower"  # bounds an attacker knows for a cell if it is published
+UPPER = "upper"
+SUBTABLE = "subtable"
+INHERITED = "inherited"
+TOLERANCE = 1e-6
+
+
+class DisclosureRisk(CaredataError):
+    """A table failed its audit: a suppressed cell can be narrowed down. Not publishable."""
+
+
+class AuditError(CaredataError, RuntimeError):
+    """The audit could not run: the published values contradict the table's structure."""
+
+
+@dataclass(frozen=True)
+class ProtectionRule:
+    """How wide a sensitive cell's feasibility interval must be.
+
+    required width = max(min_width, ceil(percent% of the true value)); `percent` matters
+    only for large inherited cells, where a fixed width is a small share of the count.
+    """
+
+    min_width: int = 7
+    percent: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.min_width < 1:
+            raise ConfigError(f"min_width: must be at least 1, got {self.min_width}")
+
+    def required(self, values: np.ndarray) -> np.ndarray:
+        return np.maximum(float(self.min_width), np.ceil(values * self.percent / 100.0))
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Additive relations of one sub-table: relation r says cell parent[r] = sum of children."""
+
+    parent: np.ndarray
+    children: sp.csr_matrix  # relations x cells, 1 where the cell is a child
+    additive: bool
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.children.shape[1])
+
+    @property
+    def members(self) -> sp.csr_matrix:
+        """relations x cells, 1 for every cell in the relation, its total included."""
+        totals = sp.csr_matrix(
+            (np.ones(len(self.parent)), (np.arange(len(self.parent)), self.parent)),
+            shape=self.children.shape,
+        )
+        return (self.children + totals).tocsr()
+
+    def constraints(self) -> dict[str, object]:
+        """linprog keyword arguments encoding the relations."""
+        m = len(self.parent)
+        totals = sp.csr_matrix((np.ones(m), (np.arange(m), self.parent)), shape=self.children.shape)
+        if self.additive:
+            return {"A_eq": (self.children - totals).tocsr(), "b_eq": np.zeros(m)}
+        # total <= sum of parts, and every part <= total
+        coo = self.children.tocoo()
+        part_le_total = sp.csr_matrix(
+            (
+                np.concatenate([np.ones(coo.nnz), -np.ones(coo.nnz)]),
+                (np.tile(np.arange(coo.nnz), 2), np.concatenate([coo.col, self.parent[coo.row]])),
+            ),
+            shape=(coo.nnz, self.n_cells),
+        )
+        a_ub = sp.vstack([totals - self.children, part_le_total]).tocsr()
+        return {"A_ub": a_ub, "b_ub": np.zeros(a_ub.shape[0])}
+
+
+def structure(cells: pd.DataFrame, shape: TableShape) -> Structure:
+    """Relations among the cells present: along each chain, a cell's parent is the cell
+    with its finest non-total column of that chain set to TOTAL. Parents outside this
+    sub-table are simply absent, which is what cuts a table into sub-tables."""
+    dims = list(shape.dimensions)
+    index = pd.MultiIndex.from_frame(cells[dims].astype(str))
+    parents, children, keys = [], [], []
+    for c, chain in enumerate(shape.hierarchies):
+        depth = (cells[list(chain)] != TOTAL).sum(axis=1).to_numpy()
+        for d in range(1, len(chain) + 1):
+            rows = np.flatnonzero(depth == d)
+            if rows.size == 0:
+                continue
+            parent_keys = cells.iloc[rows][dims].astype(str).copy()
+            parent_keys[chain[d - 1]] = TOTAL
+            found = index.get_indexer(pd.MultiIndex.from_frame(parent_keys))
+            keep = found >= 0
+            parents.append(found[keep])
+            children.append(rows[keep])
+            keys.append(found[keep].astype(np.int64) * len(shape.hierarchies) + c)
+    n = len(cells)
+    if not parents:
+        return Structure(np.zeros(0, np.int64), sp.csr_matrix((0, n)), shape.additive)
+    relation_of, relation_keys = pd.factorize(np.concatenate(keys))
+    parent = (relation_keys // len(shape.hierarchies)).astype(np.int64)
+    child_cells = np.concatenate(children)
+    matrix = sp.csr_matrix(
+        (np.ones(len(child_cells)), (relation_of, child_cells)), shape=(len(relation_keys), n)
+    )
+    return Structure(parent, matrix, shape.additive)
+
+
+def _solve(objective: np.ndarray, bounds: np.ndarray, constraints: dict[str, object]) -> np.ndarray | None:
+    """An optimal feasible table, or None when the objective is unbounded."""
+    result = linprog(objective, bounds=bounds, method="highs", **constraints)  # type: ignore[arg-type]
+    if result.status == 3:
+        return None
+    if result.status != 0:
+        raise AuditError(f"audit LP failed ({result.message.strip()})")
+    return np.asarray(result.x)
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """Feasibility intervals of some cells; inner bounds where `exact` is false."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    exact: np.ndarray
+
+
+def feasibility(
+    shape: Structure,
+    value: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    cells: np.ndarray,
+    required: np.ndarray,
+    exact: bool = False,
+) -> Intervals:
+    """Feasibility intervals of `cells` (indices) given per-cell bounds an attacker knows.
+
+    With exact=False, an interval is only widened until it reaches `required` (see the
+    module docstring); failing cells always get exact intervals.
+    """
+    constraints = shape.constraints()
+    bounds = np.column_stack([lower, upper]).astype(float)
+    seen_lo = value.astype(float)[cells]
+    seen_hi = seen_lo.copy()
+    is_exact = np.zeros(len(cells), dtype=bool)
+
+    if not exact:
+        capped = bounds.copy()
+        capped[cells, 1] = np.minimum(capped[cells, 1], value[cells] + required)
+        open_ = np.ones(len(cells), dtype=bool)
+        while open_.any():
+            objective = np.zeros(len(value))
+            objective[cells[open_]] = 1.0
+            for sign in (-1.0, 1.0):
+                x = _solve(sign * objective, capped, constraints)
+                assert x is not None  # every objective cell is capped
+                seen_lo = np.minimum(seen_lo, x[cells])
+                seen_hi = np.maximum(seen_hi, x[cells])
+            still = open_ & (seen_hi - seen_lo < required - TOLERANCE)
+            if still.sum() == open_.sum():
+                break
+            open_ = still
+
+    pending = range(len(cells)) if exact else np.flatnonzero(seen_hi - seen_lo < required - TOLERANCE)
+    for i in pending:
+        objective = np.zeros(len(value))
+        objective[cells[i]] = 1.0
+        top = _solve(-objective, bounds, constraints)
+        seen_hi[i] = np.inf if top is None else top[cells[i]]
+        if exact or seen_hi[i] - seen_lo[i] < required[i] - TOLERANCE:
+            bottom = _solve(objective, bounds, constraints)
+            assert bottom is not None  # lower bounds are finite
+            seen_lo[i] = bottom[cells[i]]
+            is_exact[i] = True
+    return Intervals(seen_lo, seen_hi, is_exact)
+
+
+def attacker_bounds(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell bounds: the published interval, or [1, inf) where suppressed."""
+    suppressed = cells[SUPPRESSED].to_numpy(bool)
+    lower = np.where(suppressed, 1.0, cells[LOWER].to_numpy(float))
+    upper = np.where(suppressed, np.inf, cells[UPPER].to_numpy(float))
+    return lower, upper
+
+
+def audit_subtable(
+    cells: pd.DataFrame, shape: TableShape, rule: ProtectionRule, exact: bool = False
+) -> pd.DataFrame:
+    """Intervals of the sensitive suppressed cells of one sub-table (rows of `cells`)."""
+    sensitive = cells[SUPPRESSED].to_numpy(bool) & (
+        cells[PRIMARY].to_numpy(bool) | cells[INHERITED].to_numpy(bool)
+    )
+    targets = np.flatnonzero(sensitive)
+    value = cells[VALUE].to_numpy(float)
+    required = rule.required(value[targets])
+    lower, upper = attacker_bounds(cells)
+    found = feasibility(structure(cells, shape), value, lower, upper, targets, required, exact)
+    out = cells.iloc[targets][[*shape.dimensions, MEASURE, SUBTABLE]].copy()
+    out["feasible_min"] = found.lower
+    out["feasible_max"] = found.upper
+    out["required_width"] = required
+    out["exact"] = found.exact
+    out["protected"] = found.upper - found.lower >= required - TOLERANCE
+    return out.reset_index(drop=True)
+
+
+# --- sub-tables in Spark ---------------------------------------------------------------
+
+
+def subtable_levels(shape: TableShape) -> int:
+    """Levels of the split chain processed top-down: area > district gives 2."""
+    return max(len(shape.split_chain), 1)
+
+
+def split_depth(shape: TableShape) -> Column:
+    """How many columns of the split chain a cell is broken down by (0 = national)."""
+    return sum(
+        (F.when(F.col(c) != TOTAL, 1).otherwise(0) for c in shape.split_chain), F.lit(0)
+    )
+
+
+def subtables(shape: TableShape, level: int) -> Callable[[DataFrame], DataFrame]:
+    """Cells of the level-`level` sub-tables, each keyed by `SUBTABLE`.
+
+    A level-j sub-table holds one category at depth j (the whole table's total at j=0)
+    and its children at depth j+1, crossed with every other dimension; its depth-j cells
+    are `INHERITED`: their status was decided by the level above. Without a split the
+    whole table is one sub-table per measure.
+    """
+    chain = shape.split_chain
+    depth = split_depth(shape)
+    key = F.to_json(F.array(F.lit(str(level)), F.col(MEASURE), *(F.col(c) for c in chain[:level])))
+
+    def transform(cells: DataFrame) -> DataFrame:
+        members = cells.where(depth.isin(level, level + 1)) if chain else cells
+        return members.withColumn(SUBTABLE, key).withColumn(
+            INHERITED, (depth == level) & F.lit(level > 0)
+        )
+
+    return transform
+
+
+def audit_schema(shape: TableShape) -> str:
+    dims = ", ".join(f"`{d}` string" for d in shape.dimensions)
+    return (
+        f"{dims}, {MEASURE} string, {SUBTABLE} string, feasible_min double, "
+        "feasible_max double, required_width double, exact boolean, protected boolean"
+    )
+
+
+def audit(
+    shape: TableShape, rule: ProtectionRule, exact: bool = False
+) -> Callable[[DataFrame], DataFrame]:
+    """Protected cell frame -> one row per sensitive suppressed cell per sub-table.
+
+    Input columns: the dimensions, MEASURE, VALUE (true count), SUPPRESSED, PRIMARY and
+    LOWER/UPPER (the published interval, see `suppression.published_bounds`). Sub-tables
+    of every level are independent given the statuses, so all are audited in one
+    applyInPandas pass, grouped by sub-table (per-sub-table numeric work, not per row).
+    """
+    columns = [*shape.dimensions, MEASURE, VALUE, SUPPRESSED, PRIMARY, LOWER, UPPER]
+
+    def audit_group(pdf: pd.DataFrame) -> pd.DataFrame:
+        return audit_subtable(pdf.reset_index(drop=True), shape, rule, exact)
+
+    def transform(cells: DataFrame) -> DataFrame:
+        selected = cells.select(*columns)
+        levels = [selected.transform(subtables(shape, j)) for j in range(subtable_levels(shape))]
+        members = levels[0]
+        for level in levels[1:]:
+            members = members.unionByName(level)
+        return members.groupBy(SUBTABLE).applyInPandas(audit_group, audit_schema(shape))
+
+    return transform
+
+
+def describe_cell(row: dict[str, object], shape: TableShape) -> str:
+    """A cell named by its categories only (never its count)."""
+    return ", ".join(f"{d}={row[d]}" for d in (*shape.dimensions, MEASURE))
+
+
+def require_protected(result: DataFrame, shape: TableShape, table: str) -> None:
+    """Raise DisclosureRisk naming the first unprotected cells; silent when all pass."""
+    failing = result.where(~F.col("protected"))
+    first = [row.asDict() for row in failing.limit(3).collect()]
+    if not first:
+        return
+    more = failing.count() - len(first)
+    named = "; ".join(
+        f"{describe_cell(row, shape)} (interval width {row['feasible_max'] - row['feasible_min']:g}, "
+        f"needs {row['required_width']:g}, sub-table {', '.join(json.loads(row[SUBTABLE])[2:]) or 'top'})"
+        for row in first
+    )
+    extra = f" and {more} more" if more > 0 else ""
+    raise DisclosureRisk(f"table {table} is not publishable: {named}{extra}")

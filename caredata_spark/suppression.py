@@ -1,0 +1,303 @@
+"""Small-number suppression and rounding of a table of cells, then complementary suppression.
+
+Primary (NHS Digital HES convention): a count of 1..7 is published as `*`; every other
+count, totals included, is rounded from its own unrounded value (nearest 5, or the
+midpoint-6 alternative ceil(x/6)*6-3), so totals are not sums of rounded cells. A rate
+is published only when both its counts are, and is computed from the published (rounded)
+counts so it reveals nothing the counts do not.
+
+Secondary (complementary) suppression, per sub-table (`disclosure_audit.subtables`):
+1. Close every open relation: a total and its parts with exactly one suppressed cell
+   would give that cell away by subtraction, so one more cell of the relation is
+   suppressed. The pick prefers a cell that closes several open relations at once, then
+   the smallest count (least information lost; totals are large, so parts are preferred).
+   Repeated until no relation has exactly one suppressed cell (sdcTable's SIMPLEHEURISTIC
+   idea, which on a 2-D table builds the classic rectangles).
+2. Audit the sensitive cells with the LP attack of `disclosure_audit` (rounded published
+   values count as intervals). For each cell still too narrow, suppress one more cell of a
+   relation it is in (the smallest count at least the required width, which gives the
+   cell room to move), close open relations again and re-audit only the failing cells:
+   suppressing more only widens intervals, so passed cells stay passed.
+3. Stop when all pass, or when nothing is left to suppress (the table then fails the
+   audit and is not published).
+Sub-tables are processed top-down (HiTaS-style modular method): the top level first, then
+every category of the split dimension in parallel with the statuses of its shared total
+cells fixed from above. Work on one sub-table runs in a pandas function via applyInPandas:
+numeric work per sub-table, not a per-row UDF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from caredata_spark.aggregates import COUNT, DENOMINATOR, GROUPING_ID, MEASURE, VALUE, TableShape
+from caredata_spark.config import ConfigError
+from caredata_spark.disclosure_audit import (
+    INHERITED,
+    LOWER,
+    PRIMARY,
+    SUBTABLE,
+    SUPPRESSED,
+    UPPER,
+    ProtectionRule,
+    attacker_bounds,
+    feasibility,
+    split_depth,
+    structure,
+    subtable_levels,
+    subtables,
+)
+
+SUPPRESSED_MARK = "*"  # HES convention: one mark for every suppressed cell, whatever the reason
+ROUNDED = "rounded"
+INHERITED_SUPPRESSED = "inherited_suppressed"
+
+# rounding -> (how far below and above a published value the true count can be)
+ROUNDING_SPREAD = {"nearest5": (2, 2), "midpoint6": (2, 3)}
+
+
+@dataclass(frozen=True)
+class DisclosurePolicy:
+    """The disclosure rules every published table follows (`disclosure:` in publication.yaml)."""
+
+    rounding: str = "nearest5"
+    max_small: int = 7
+    secondary: bool = True
+    protection: ProtectionRule = field(default_factory=ProtectionRule)
+
+    def __post_init__(self) -> None:
+        if self.rounding not in ROUNDING_SPREAD:
+            raise ConfigError(
+                f"rounding: expected one of {', '.join(ROUNDING_SPREAD)}, got {self.rounding!r}"
+            )
+        if self.max_small < 1:
+            raise ConfigError(f"max_small: must be at least 1, got {self.max_small}")
+
+
+def rounded(value: Column, rounding: str) -> Column:
+    """A count as published: nearest 5 (halves up), or midpoint 6; zero stays zero."""
+    if rounding == "midpoint6":
+        return F.when(value == 0, F.lit(0)).otherwise(F.ceil(value / 6) * 6 - 3).cast("long")
+    return (F.floor((value + 2) / 5) * 5).cast("long")
+
+
+def mark_primary(policy: DisclosurePolicy) -> Callable[[DataFrame], DataFrame]:
+    """Flag small counts (1..max_small) and attach each cell's rounded value and the
+    interval an attacker would infer from it if published (small counts never are, so the
+    interval starts above max_small)."""
+    below, above = ROUNDING_SPREAD[policy.rounding]
+
+    def transform(cells: DataFrame) -> DataFrame:
+        value = F.col(VALUE)
+        published = F.col(ROUNDED)
+        return (
+            cells.withColumn(PRIMARY, value.between(1, policy.max_small))
+            .withColumn(ROUNDED, rounded(value, policy.rounding))
+            .withColumn(
+                LOWER,
+                F.when(published == 0, F.lit(0))
+                .otherwise(F.greatest(published - below, F.lit(policy.max_small + 1)))
+                .cast("double"),
+            )
+            .withColumn(UPPER, F.when(published == 0, F.lit(0)).otherwise(published + above).cast("double"))
+        )
+
+    return transform
+
+
+# --- secondary suppression on one sub-table (numpy) ------------------------------------
+
+
+def close_open_relations(
+    members: sp.csr_matrix, suppressed: np.ndarray, candidate: np.ndarray, value: np.ndarray
+) -> np.ndarray:
+    """Suppress cells until no relation has exactly one suppressed cell (where possible)."""
+    suppressed = suppressed.copy()
+    while True:
+        open_rows = members[(members @ suppressed.astype(float)) == 1]
+        entries = open_rows.tocoo()
+        usable = candidate[entries.col] & ~suppressed[entries.col]
+        if not usable.any():
+            return suppressed
+        closes = np.asarray(open_rows.sum(axis=0)).ravel()
+        cells = entries.col[usable]
+        options = pd.DataFrame(
+            {"relation": entries.row[usable], "cell": cells, "closes": -closes[cells], "value": value[cells]}
+        )
+        picks = options.sort_values(["relation", "closes", "value", "cell"]).drop_duplicates("relation")
+        suppressed[picks["cell"].to_numpy()] = True
+
+
+def _cheapest_useful(cells: np.ndarray, value: np.ndarray, need: float) -> int | None:
+    """The smallest count that can absorb `need`, else the largest available count."""
+    if cells.size == 0:
+        return None
+    values = value[cells]
+    enough = values >= need + 1
+    if enough.any():
+        return int(cells[enough][np.argmin(values[enough])])
+    return int(cells[np.argmax(values)])
+
+
+def complements(
+    members: sp.csr_matrix,
+    failing: np.ndarray,
+    need: np.ndarray,
+    available: np.ndarray,
+    value: np.ndarray,
+) -> np.ndarray:
+    """One more cell to suppress per failing cell: from a relation it is in, else from a
+    relation sharing a cell with those."""
+    by_cell = members.tocsc()
+    picks = set()
+    for cell, width in zip(failing, need):
+        relations = by_cell[:, cell].indices
+        near = np.unique(members[relations].indices)
+        pick = _cheapest_useful(near[available[near]], value, width)
+        if pick is None:
+            wider = np.unique(members[np.unique(by_cell[:, near].indices)].indices)
+            pick = _cheapest_useful(wider[available[wider]], value, width)
+        if pick is not None:
+            picks.add(pick)
+    return np.array(sorted(picks), dtype=np.int64)
+
+
+def protect_subtable(cells: pd.DataFrame, shape: TableShape, policy: DisclosurePolicy) -> pd.DataFrame:
+    """Suppression status of one sub-table's cells (see the module docstring).
+
+    Needs the columns of `mark_primary`, INHERITED and INHERITED_SUPPRESSED; returns the
+    cells decided here (not the inherited ones) with SUPPRESSED.
+    """
+    value = cells[VALUE].to_numpy(float)
+    primary = cells[PRIMARY].to_numpy(bool)
+    inherited = cells[INHERITED].to_numpy(bool)
+    suppressed = primary | (inherited & cells[INHERITED_SUPPRESSED].eq(True).to_numpy())
+    candidate = ~suppressed & ~inherited & (value > 0)
+    relations = structure(cells, shape)
+    members = relations.members
+    pending = np.flatnonzero(suppressed & (primary | inherited))
+    while True:
+        suppressed = close_open_relations(members, suppressed, candidate, value)
+        lower, upper = attacker_bounds(cells.assign(**{SUPPRESSED: suppressed}))
+        need = policy.protection.required(value[pending])
+        found = feasibility(relations, value, lower, upper, pending, need)
+        too_narrow = found.upper - found.lower < need - 1e-6
+        pending, need = pending[too_narrow], need[too_narrow]
+        extra = complements(members, pending, need, candidate & ~suppressed, value)
+        if extra.size == 0:
+            break
+        suppressed[extra] = True
+    decided = cells.assign(**{SUPPRESSED: suppressed})[~inherited]
+    return decided[protected_columns(shape)]
+
+
+# --- Spark -----------------------------------------------------------------------------
+
+
+def protected_columns(shape: TableShape) -> list[str]:
+    return [*shape.dimensions, GROUPING_ID, MEASURE, VALUE, PRIMARY, ROUNDED, LOWER, UPPER, SUPPRESSED]
+
+
+def protected_schema(shape: TableShape) -> str:
+    dims = ", ".join(f"`{d}` string" for d in shape.dimensions)
+    return (
+        f"{dims}, {GROUPING_ID} int, {MEASURE} string, {VALUE} long, {PRIMARY} boolean, "
+        f"{ROUNDED} long, {LOWER} double, {UPPER} double, {SUPPRESSED} boolean"
+    )
+
+
+def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame], DataFrame]:
+    """Cells (`aggregates.table_cells`) -> cells with PRIMARY, ROUNDED, LOWER/UPPER and
+    SUPPRESSED. Internal: still holds the true VALUE; publish with `publication`.
+
+    One applyInPandas pass per level of the split chain, top-down; each level is
+    checkpointed because the next one reads its statuses (and a recomputed level would
+    redo all its LPs). The statuses join back on the cell keys: a shuffle join of two
+    table-sized frames (cells, not records), whatever the population.
+    """
+    keys = [*shape.dimensions, MEASURE]
+
+    def protect_group(pdf: pd.DataFrame) -> pd.DataFrame:
+        return protect_subtable(pdf.reset_index(drop=True), shape, policy)
+
+    def transform(cells: DataFrame) -> DataFrame:
+        marked = cells.transform(mark_primary(policy))
+        if not policy.secondary:
+            return marked.withColumn(SUPPRESSED, F.col(PRIMARY)).select(*protected_columns(shape))
+        decided: DataFrame | None = None
+        for level in range(subtable_levels(shape)):
+            members = marked.transform(subtables(shape, level))
+            if decided is None:
+                members = members.withColumn(INHERITED_SUPPRESSED, F.lit(False))
+            else:
+                above = decided.where(split_depth(shape) == level).select(
+                    *keys, F.col(SUPPRESSED).alias(INHERITED_SUPPRESSED)
+                )
+                members = members.join(above, on=keys, how="left")
+            result = (
+                members.groupBy(SUBTABLE)
+                .applyInPandas(protect_group, protected_schema(shape))
+                .localCheckpoint()
+            )
+            decided = result if decided is None else decided.unionByName(result)
+        assert decided is not None
+        return decided
+
+    return transform
+
+
+def publication(shape: TableShape, rate_per: int | None = None) -> Callable[[DataFrame], DataFrame]:
+    """Protected cells -> the public table: one row per cell, no true counts.
+
+    `count` is the published text (`*` or the rounded count, the HES convention) and
+    `count_value` the same as a number (null where suppressed) for charts. A rate table
+    adds `denominator`/`denominator_value` and `rate`/`rate_value` (per `rate_per`), the
+    rate computed from the two published counts and `*` unless both are published.
+    """
+    dims = list(shape.dimensions)
+    measures = [COUNT] if rate_per is None else [COUNT, DENOMINATOR]
+
+    def transform(protected: DataFrame) -> DataFrame:
+        shown = F.when(~F.col(SUPPRESSED), F.col(ROUNDED))
+        wide = protected.groupBy(*dims, GROUPING_ID).agg(
+            *(F.max(F.when(F.col(MEASURE) == m, shown)).alias(f"{m}_value") for m in measures)
+        )
+        columns = [
+            *(F.col(d) for d in dims),
+            F.col(GROUPING_ID),
+            *(
+                col
+                for m in measures
+                for col in (as_text(F.col(f"{m}_value")).alias(m), F.col(f"{m}_value"))
+            ),
+        ]
+        if rate_per is not None:
+            rate = F.round(F.col("count_value") / F.col("denominator_value") * rate_per, 1)
+            rate_value = F.when(F.col("denominator_value") > 0, rate)
+            columns += [as_text(rate_value).alias("rate"), rate_value.alias("rate_value")]
+        return wide.select(*columns)
+
+    return transform
+
+
+def as_text(value: Column) -> Column:
+    """A published number as text, `*` where it is withheld."""
+    return F.coalesce(value.cast("string"), F.lit(SUPPRESSED_MARK))
+
+
+def suppression_summary(protected: DataFrame) -> dict[str, int]:
+    """Cells, primary and secondary suppressions (one row collected): information loss."""
+    row = protected.agg(
+        F.count(F.lit(1)).alias("cells"),
+        F.count(F.when(F.col(SUPPRESSED) & F.col(PRIMARY), 1)).alias("primary"),
+        F.count(F.when(F.col(SUPPRESSED) & ~F.col(PRIMARY), 1)).alias("secondary"),
+    ).first()
+    assert row is not None
+    return {k: int(v) for k, v in row.asDict().items()}
