@@ -1,0 +1,103 @@
+"""The LP audit: relations of a table, exact feasibility intervals, and the fast path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from disclosure_tables import cells_with_margins, flat_shape, interiors, marked
+from hypothesis import HealthCheck, given, settings
+from pyspark.sql import SparkSession
+
+from caredata_spark.aggregates import TOTAL, VALUE, TableShape
+from caredata_spark.disclosure_audit import (
+    PRIMARY,
+    SUPPRESSED,
+    DisclosureRisk,
+    ProtectionRule,
+    attacker_bounds,
+    audit,
+    audit_subtable,
+    feasibility,
+    require_protected,
+    structure,
+)
+
+RULE = ProtectionRule()
+
+
+def one_row(values: list[int]) -> pd.DataFrame:
+    """A 1-D table: the cells and their total."""
+    return marked(cells_with_margins(np.array(values)))
+
+
+def interval(cells: pd.DataFrame, suppressed: list[str], cell: str, shape: TableShape) -> tuple[float, float]:
+    cells = cells.assign(**{SUPPRESSED: cells["d0"].isin(suppressed)})
+    lower, upper = attacker_bounds(cells)
+    target = np.flatnonzero(cells["d0"] == cell)
+    found = feasibility(structure(cells, shape), cells[VALUE].to_numpy(float), lower, upper, target,
+                        np.array([7.0]), exact=True)
+    return float(found.lower[0]), float(found.upper[0])
+
+
+def test_relations_of_a_2d_table_are_its_row_column_and_grand_totals() -> None:
+    cells = cells_with_margins(np.array([[3, 9, 1], [9, 40, 2]]))
+    relations = structure(cells, flat_shape(2))
+    # 2 rows + total row along d1, 3 columns + total column along d0
+    assert relations.children.shape[0] == 3 + 4
+    equalities = relations.constraints()["A_eq"]
+    assert not np.any(equalities @ cells[VALUE].to_numpy())  # true counts satisfy them all
+
+
+def test_subtraction_from_rounded_neighbours_is_an_interval() -> None:
+    # published: *, 10, total 10; the attacker knows the 9 is in [8, 12], the 12 in [8, 12]
+    cells = one_row([3, 9])
+    assert interval(cells, ["c0"], "c0", flat_shape(1)) == (1.0, 4.0)
+    # suppressing the 9 as well leaves the 3 anywhere from 1 to 12 - 1
+    assert interval(cells, ["c0", "c1"], "c0", flat_shape(1)) == (1.0, 11.0)
+
+
+def test_midpoint6_intervals_are_wider_by_one() -> None:
+    nearest5 = marked(cells_with_margins(np.array([3, 10])))
+    midpoint6 = marked(cells_with_margins(np.array([3, 10])), rounding="midpoint6")
+    # nearest 5: 10 in [8, 12], 13 -> 15 in [13, 17]; midpoint 6: 10 -> 9 in [8, 12],
+    # 13 -> 15 in [13, 18]
+    assert interval(nearest5, ["c0"], "c0", flat_shape(1)) == (1.0, 9.0)
+    assert interval(midpoint6, ["c0"], "c0", flat_shape(1)) == (1.0, 10.0)
+
+
+def test_non_additive_totals_only_bound_their_parts() -> None:
+    # distinct persons: a person in both categories makes the total 31, not 3 + 30
+    cells = marked(pd.DataFrame({"d0": ["c0", "c1", TOTAL], VALUE: [3, 30, 31]}))
+    additive, bounded = flat_shape(1), TableShape(hierarchies=(("d0",),), additive=False)
+    assert interval(cells, ["c0"], "c0", additive) == (1.0, 4.0)  # 30 and 30 published
+    # an attacker knows only: total <= sum of parts, every part <= the total (<= 32)
+    assert interval(cells, ["c0"], "c0", bounded) == (1.0, 32.0)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(interiors(ndim=2, max_side=5))
+def test_fast_path_reaches_the_same_verdict_as_exact_lps(interior: np.ndarray) -> None:
+    cells = marked(cells_with_margins(interior))
+    cells[SUPPRESSED] = cells[PRIMARY]
+    fast = audit_subtable(cells, flat_shape(2), RULE)
+    exact = audit_subtable(cells, flat_shape(2), RULE, exact=True)
+    assert fast["protected"].tolist() == exact["protected"].tolist()
+    # inner bounds never claim more than the exact interval
+    assert (fast["feasible_min"] >= exact["feasible_min"] - 1e-6).all()
+    assert (fast["feasible_max"] <= exact["feasible_max"] + 1e-6).all()
+
+
+def test_spark_audit_names_the_recoverable_cell(spark: SparkSession) -> None:
+    cells = marked(cells_with_margins(np.array([[3, 9], [9, 40]])))
+    cells[SUPPRESSED] = cells[PRIMARY]  # no complementary suppression
+    frame = spark.createDataFrame(cells.drop(columns=["inherited", "inherited_suppressed", "subtable"]))
+    result = frame.transform(audit(flat_shape(2), RULE))
+    with pytest.raises(DisclosureRisk) as err:
+        require_protected(result, flat_shape(2), "demo")
+    assert "table demo is not publishable: d0=c0, d1=c0, measure=count" in str(err.value)
+
+    cells[SUPPRESSED] = cells[PRIMARY] | cells["d0"].isin(["c1"]) & cells["d1"].isin(["c0", "c1"])
+    cells.loc[(cells["d0"] == "c0") & (cells["d1"] == "c1"), SUPPRESSED] = True
+    protected = spark.createDataFrame(cells.drop(columns=["inherited", "inherited_suppressed", "subtable"]))
+    require_protected(protected.transform(audit(flat_shape(2), RULE)), flat_shape(2), "demo")
