@@ -67,15 +67,13 @@ def _xor_block(key: Column, byte: int) -> Column:
     Spark has no binary XOR, so each of the 64 bytes goes through its hex form as an int.
     """
     hexed = F.hex(F.concat(key, F.lit(bytes(SHA256_BLOCK - KEY_BYTES))))
-    xored_hex = F.transform(
-        F.sequence(F.lit(0), F.lit(SHA256_BLOCK - 1)),
-        lambda i: F.lpad(
-            F.hex(F.conv(F.substring(hexed, i * 2 + 1, F.lit(2)), 16, 10).cast("int").bitwiseXOR(F.lit(byte))),
-            2,
-            "0",
-        ),
-    )
-    return F.unhex(F.array_join(xored_hex, ""))
+
+    def xored_byte(i: Column) -> Column:
+        value = F.conv(F.substring(hexed, i * 2 + 1, F.lit(2)), 16, 10).cast("int")
+        return F.lpad(F.hex(value.bitwiseXOR(F.lit(byte))), 2, "0")
+
+    positions = F.sequence(F.lit(0), F.lit(SHA256_BLOCK - 1))
+    return F.unhex(F.array_join(F.transform(positions, xored_byte), ""))
 
 
 def _hmac(ipad: Column, opad: Column, message: Column) -> Column:
@@ -97,19 +95,24 @@ def _prepared(raw_key: DataFrame) -> KeyFrame:
     )
 
 
+def _checked_key() -> Column:
+    """The `content` of a binaryFile scan as an aggregate: one row, or the query fails.
+
+    An aggregate yields exactly one row even when the path matched no file or several, so
+    a wrong path can neither multiply the data's rows nor hash with the wrong bytes.
+    """
+    content = F.any_value("content")
+    one_key = (F.count(F.lit(1)) == 1) & (F.length(content) == KEY_BYTES)
+    return F.when(one_key, content).otherwise(F.raise_error(F.lit(_BAD_KEY_ROW)))
+
+
 def _read_key(spark: SparkSession, key_file: str, role: Role) -> DataFrame:
-    """The key file as a one-row frame; Spark fails the query if it is not one 32-byte file."""
     if _GLOB.search(key_file):
         raise KeyMaterialError(f"{role.value} key: path {key_file} contains glob characters")
-    if urlparse(key_file).scheme in ("", "file"):
-        check_key_file(Path(urlparse(key_file).path), role)
-    # an aggregate always yields exactly one row, even for a directory of files
-    files = F.count(F.lit(1))
-    content = F.any_value("content")
-    checked = F.when((files == 1) & (F.length(content) == KEY_BYTES), content).otherwise(
-        F.raise_error(F.lit(_BAD_KEY_ROW))
-    )
-    return spark.read.format("binaryFile").load(key_file).agg(checked.alias(_KEY))
+    location = urlparse(key_file)
+    if location.scheme in ("", "file"):
+        check_key_file(Path(location.path), role)
+    return spark.read.format("binaryFile").load(key_file).agg(_checked_key().alias(_KEY))
 
 
 def key_frame(spark: SparkSession, key_file: str, role: Role = Role.LINKAGE) -> KeyFrame:
