@@ -1,0 +1,203 @@
+"""Primary rules and rounding, and secondary suppression checked by the LP audit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from disclosure_tables import cells_with_margins, flat_shape, interiors, marked, oracle_rounded
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from caredata_spark.aggregates import (
+    COUNT,
+    DENOMINATOR,
+    GROUPING_ID,
+    MEASURE,
+    TOTAL,
+    VALUE,
+    TableShape,
+    grouping_sets,
+)
+from caredata_spark.disclosure_audit import (
+    LOWER,
+    PRIMARY,
+    SUPPRESSED,
+    UPPER,
+    DisclosureRisk,
+    ProtectionRule,
+    audit,
+    audit_subtable,
+    require_protected,
+)
+from caredata_spark.suppression import (
+    ROUNDED,
+    SUPPRESSED_MARK,
+    DisclosurePolicy,
+    mark_primary,
+    protect,
+    protect_subtable,
+    publication,
+    suppression_summary,
+)
+
+POLICY = DisclosurePolicy()
+PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("rounding", ["nearest5", "midpoint6"])
+def test_primary_flags_and_rounding_match_the_rules(spark: SparkSession, rounding: str) -> None:
+    counts = spark.range(0, 2000).select(F.col("id").alias(VALUE))
+    got = counts.transform(mark_primary(DisclosurePolicy(rounding=rounding))).toPandas()
+    value, published = got[VALUE].to_numpy(), got[ROUNDED].to_numpy()
+    assert (published == oracle_rounded(value, rounding)).all()
+    assert (got[PRIMARY] == ((value >= 1) & (value <= 7))).all()
+    if rounding == "nearest5":
+        assert (published % 5 == 0).all() and (np.abs(published - value) <= 2).all()
+    else:
+        positive = value > 0
+        assert (published[positive] % 6 == 3).all()
+        assert ((value - published >= -2) & (value - published <= 3)).all()
+    assert (published[value == 0] == 0).all()
+    # an attacker's interval from a published count always holds the true count
+    shown = ~got[PRIMARY]
+    assert ((got[LOWER] <= value) & (value <= got[UPPER]))[shown].all()
+
+
+def test_one_small_cell_is_protected_by_a_rectangle() -> None:
+    interior = np.array([[3, 20, 30], [25, 40, 50], [35, 45, 60]])
+    cells = protect_subtable(marked(cells_with_margins(interior)), flat_shape(2), POLICY)
+    hidden = set(map(tuple, cells.loc[cells[SUPPRESSED], ["d0", "d1"]].to_numpy()))
+    # the 3, the smallest partners in its row (20) and column (25), and the 40 closing both
+    assert hidden == {("c0", "c0"), ("c0", "c1"), ("c1", "c0"), ("c1", "c1")}
+
+
+def protected_and_audited(interior: np.ndarray, policy: DisclosurePolicy) -> tuple[pd.DataFrame, pd.DataFrame]:
+    shape = flat_shape(interior.ndim)
+    cells = marked(cells_with_margins(interior), rounding=policy.rounding)
+    if policy.secondary:
+        cells = cells.assign(**{SUPPRESSED: protect_subtable(cells, shape, policy)[SUPPRESSED].to_numpy()})
+    else:
+        cells = cells.assign(**{SUPPRESSED: cells[PRIMARY]})
+    return cells, audit_subtable(cells, shape, policy.protection, exact=True)
+
+
+@PROPERTY
+@given(interiors(ndim=2, max_side=6), st.sampled_from(["nearest5", "midpoint6"]))
+def test_secondary_suppression_defeats_subtraction_on_2d_tables(interior: np.ndarray, rounding: str) -> None:
+    cells, result = protected_and_audited(interior, DisclosurePolicy(rounding=rounding))
+    assert result["protected"].all()
+    assert cells.loc[cells[PRIMARY], SUPPRESSED].all()
+    assert not cells.loc[cells[VALUE] == 0, SUPPRESSED].any()
+
+
+@PROPERTY
+@given(interiors(ndim=3, max_side=4))
+def test_secondary_suppression_defeats_subtraction_on_3d_tables(interior: np.ndarray) -> None:
+    cells, result = protected_and_audited(interior, POLICY)
+    assert result["protected"].all()
+    assert cells.loc[cells[PRIMARY], SUPPRESSED].all()
+
+
+def with_giveaway(interior: np.ndarray, small: int, partner: int) -> np.ndarray:
+    """Plant a line [small, partner, 0, ...] whose total rounds like the partner: with
+    small + partner <= 12 both publish as 10, so subtraction pins small to 1..4."""
+    planted = interior.copy()
+    line = (0,) * (interior.ndim - 1)
+    planted[line] = 0
+    planted[(*line, 0)], planted[(*line, 1)] = small, partner
+    return planted
+
+
+@PROPERTY
+@given(
+    st.integers(2, 3).flatmap(lambda ndim: interiors(ndim=ndim, max_side=4)),
+    st.sampled_from([(1, 8), (3, 8), (4, 8), (2, 9), (3, 9)]),
+)
+def test_audit_finds_the_planted_giveaway_only_without_secondary_suppression(
+    interior: np.ndarray, planted: tuple[int, int]
+) -> None:
+    table = with_giveaway(interior, *planted)
+    _, primary_only = protected_and_audited(table, DisclosurePolicy(secondary=False))
+    assert not primary_only["protected"].all()
+    _, secondary = protected_and_audited(table, POLICY)
+    assert secondary["protected"].all()
+
+
+# --- the Spark pipeline on a hierarchical table ------------------------------------------
+
+SHAPE = TableShape(hierarchies=(("area", "district"), ("age",), ("sex",)), split_by="area")
+
+
+def hierarchical_cells(spark: SparkSession, seed: int = 7) -> DataFrame:
+    """Cells of area > district x age x sex from a fixed random table with many small counts."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in range(5):
+        for d in range(int(rng.integers(1, 5))):
+            for age in ("0-17", "18-64", "65+"):
+                for sex in ("1", "2"):
+                    value = int(rng.choice([0, 1, 3, 6, 9, 14, 40]))
+                    rows.append((f"A{a}", f"A{a}D{d}", age, sex, value))
+    interior = spark.createDataFrame(rows, "area string, district string, age string, sex string, n long")
+    dims = list(SHAPE.dimensions)
+    summed = interior.where(F.col("n") > 0).groupingSets(grouping_sets(SHAPE), *dims).agg(
+        F.grouping_id(*dims).cast("int").alias(GROUPING_ID), F.sum("n").alias(VALUE)
+    )
+    return summed.select(
+        *(F.coalesce(F.col(d), F.lit(TOTAL)).alias(d) for d in dims),
+        GROUPING_ID,
+        F.lit(COUNT).alias(MEASURE),
+        F.col(VALUE).cast("long").alias(VALUE),
+    )
+
+
+def test_protected_hierarchical_table_passes_the_audit_and_publishes_no_small_count(spark: SparkSession) -> None:
+    cells = hierarchical_cells(spark)
+    protected = cells.transform(protect(SHAPE, POLICY)).cache()
+    require_protected(protected.transform(audit(SHAPE, POLICY.protection)), SHAPE, "demo")
+
+    summary = suppression_summary(protected)
+    assert summary["cells"] == cells.count() and summary["primary"] > 0 and summary["secondary"] > 0
+
+    public = protected.transform(publication(SHAPE))
+    assert VALUE not in public.columns
+    joined = public.join(protected, on=[*SHAPE.dimensions, GROUPING_ID], how="inner").toPandas()
+    small = joined[VALUE].between(1, 7)
+    assert (joined.loc[small, "count"] == SUPPRESSED_MARK).all()
+    shown = joined["count_value"].dropna()
+    assert ((shown == 0) | ((shown >= 10) & (shown % 5 == 0))).all()
+    assert (joined["count"] == SUPPRESSED_MARK).sum() == summary["primary"] + summary["secondary"]
+
+
+def test_primary_only_hierarchical_table_fails_the_audit(spark: SparkSession) -> None:
+    policy = DisclosurePolicy(secondary=False)
+    protected = hierarchical_cells(spark).transform(protect(SHAPE, policy))
+    with pytest.raises(DisclosureRisk, match="table demo is not publishable: area="):
+        require_protected(protected.transform(audit(SHAPE, policy.protection)), SHAPE, "demo")
+
+
+def test_rates_are_published_only_from_published_counts(spark: SparkSession) -> None:
+    shape = TableShape(hierarchies=(("practice",),))
+    rows = [  # practice, measure, true value, suppressed
+        ("P1", COUNT, 12, False), ("P1", DENOMINATOR, 1000, False),
+        ("P2", COUNT, 5, True), ("P2", DENOMINATOR, 800, False),
+        ("P3", COUNT, 40, True), ("P3", DENOMINATOR, 900, False),
+    ]
+    protected = spark.createDataFrame(
+        [(p, 1, m, v, int(oracle_rounded(np.array([v]), "nearest5")[0]), s) for p, m, v, s in rows],
+        f"practice string, {GROUPING_ID} int, {MEASURE} string, {VALUE} long, {ROUNDED} long, {SUPPRESSED} boolean",
+    )
+    got = {r["practice"]: r for r in protected.transform(publication(shape, rate_per=1000)).collect()}
+    assert (got["P1"]["count"], got["P1"]["denominator"], got["P1"]["rate"]) == ("10", "1000", "10.0")
+    assert got["P2"]["rate"] == SUPPRESSED_MARK and got["P2"]["rate_value"] is None
+    assert got["P3"]["count"] == SUPPRESSED_MARK and got["P3"]["rate"] == SUPPRESSED_MARK
+
+
+def test_policy_rejects_unknown_rounding() -> None:
+    with pytest.raises(ValueError, match="rounding: expected one of nearest5, midpoint6"):
+        DisclosurePolicy(rounding="nearest10")
+    with pytest.raises(ValueError, match="min_width"):
+        ProtectionRule(min_width=0)
