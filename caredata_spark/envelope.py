@@ -69,15 +69,17 @@ class Suite(IntEnum):
     MLKEM768_X25519 = 2
 
     @property
+    def kem(self) -> hpke.KEM:
+        return hpke.KEM.X25519 if self is Suite.X25519 else hpke.KEM.MLKEM768_X25519
+
+    @property
     def hpke(self) -> hpke.Suite:
-        kem = hpke.KEM.X25519 if self is Suite.X25519 else hpke.KEM.MLKEM768_X25519
-        return hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+        return hpke.Suite(self.kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
     @property
     def wrapped_bytes(self) -> int:
         """HPKE encapsulated key, then the sealed data key and its tag."""
-        kem = hpke.KEM.X25519 if self is Suite.X25519 else hpke.KEM.MLKEM768_X25519
-        return kem.enc_length() + DATA_KEY_BYTES + TAG_BYTES
+        return self.kem.enc_length() + DATA_KEY_BYTES + TAG_BYTES
 
 
 SUITE_NAMES = {"x25519": Suite.X25519, "mlkem768-x25519": Suite.MLKEM768_X25519}
@@ -120,6 +122,21 @@ def _read_full(source: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _blocks(source: BinaryIO, size: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(index, block, whether it is the file's last) of `size`-byte blocks, one read ahead.
+
+    The last block may be short or empty (an empty file is one empty block); a file that is
+    a multiple of `size` ends with a full block flagged last.
+    """
+    index, current = 0, _read_full(source, size)
+    while True:
+        following = _read_full(source, size) if len(current) == size else b""
+        yield index, current, not following
+        if not following:
+            return
+        index, current = index + 1, following
+
+
 def encrypt_stream(
     source: BinaryIO,
     sink: BinaryIO,
@@ -127,6 +144,7 @@ def encrypt_stream(
     suite: Suite = Suite.MLKEM768_X25519,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> None:
+    """Write the envelope of `source` to `sink`, holding at most three chunks in memory."""
     if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk size must be 1 .. {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
     fixed = FIXED_HEADER.pack(
@@ -138,14 +156,8 @@ def encrypt_stream(
     aad = fixed + wrapped
     aead = AESGCM(data_key)
     sink.write(aad)
-    index, current = 0, _read_full(source, chunk_size)
-    while True:
-        following = _read_full(source, chunk_size) if len(current) == chunk_size else b""
-        last = not following
-        sink.write(aead.encrypt(_nonce(index, last), current, aad))
-        if last:
-            return
-        index, current = index + 1, following
+    for index, chunk, last in _blocks(source, chunk_size):
+        sink.write(aead.encrypt(_nonce(index, last), chunk, aad))
 
 
 def encrypt_file(
@@ -200,17 +212,6 @@ def _data_key(header: _Header, keys: Iterable[TransportPrivateKey], name: str) -
         raise EnvelopeError(name, "tampered header") from None
 
 
-def _sealed_chunks(source: BinaryIO, sealed_size: int) -> Iterator[tuple[int, bytes, bool]]:
-    """(index, sealed chunk, whether it is the last in the file), reading one chunk ahead."""
-    index, current = 0, _read_full(source, sealed_size)
-    while True:
-        following = _read_full(source, sealed_size) if len(current) == sealed_size else b""
-        yield index, current, not following
-        if not following:
-            return
-        index, current = index + 1, following
-
-
 def _open_chunk(
     aead: AESGCM, aad: bytes, index: int, sealed: bytes, last: bool, name: str
 ) -> bytes:
@@ -246,11 +247,15 @@ def decrypt_stream(
     """
     name = _source_name(source)
     candidates = [keys] if isinstance(keys, TransportPrivateKey) else list(keys)
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as stream:
-            yield from _decrypt(stream, candidates, name)
-    else:
+    if not isinstance(source, (str, os.PathLike)):
         yield from _decrypt(source, candidates, name)
+        return
+    try:
+        stream = open(source, "rb")
+    except OSError as err:
+        raise EnvelopeError(name, f"cannot read ({err.strerror})") from None
+    with stream:
+        yield from _decrypt(stream, candidates, name)
 
 
 def _decrypt(
@@ -258,7 +263,7 @@ def _decrypt(
 ) -> Iterator[bytes]:
     header = _read_header(source, name)
     aead = AESGCM(_data_key(header, keys, name))
-    for index, sealed, last in _sealed_chunks(source, header.chunk_size + TAG_BYTES):
+    for index, sealed, last in _blocks(source, header.chunk_size + TAG_BYTES):
         if len(sealed) < TAG_BYTES:
             raise EnvelopeError(name, "truncated: missing final chunk")
         yield _open_chunk(aead, header.aad, index, sealed, last, name)

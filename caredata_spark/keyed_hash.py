@@ -137,8 +137,8 @@ def with_key_material(
 ) -> Callable[[DataFrame], DataFrame]:
     """Add (or replace) `columns`, which may use `key.key/ipad/opad`; key columns are dropped.
 
-    The key row is broadcast: one row of 96 bytes, so every executor holds it once and the
-    data is never shuffled.
+    The key row is broadcast: one row of 160 bytes, so every executor holds it once and
+    the data is never shuffled.
     """
 
     def transform(df: DataFrame) -> DataFrame:

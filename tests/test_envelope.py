@@ -214,6 +214,11 @@ def test_data_after_the_final_chunk_is_refused(private_key: TransportPrivateKey)
     assert refusal(envelope, private_key).reason == "data after the final chunk 1"
 
 
+def test_missing_file_is_refused(tmp_path: Path, private_key: TransportPrivateKey) -> None:
+    with pytest.raises(EnvelopeError, match="x.csv.enc: cannot read"):
+        list(decrypt_stream(tmp_path / "x.csv.enc", private_key))
+
+
 @pytest.mark.parametrize("content", [b"", b"NHS_NUMBER,DOB\n", b"CAREDEN"])
 def test_not_an_envelope(private_key: TransportPrivateKey, content: bytes) -> None:
     assert refusal(content, private_key).reason == "not an envelope"
