@@ -12,7 +12,7 @@ setup(
         "deltalake>=1.5,<2",
         "pyarrow>=15",
         "pandas>=2.0,<3",  # pyspark warns on pandas 3.x
-        "cryptography>=44",
+        "cryptography>=50",  # HPKE with the ML-KEM-768+X25519 hybrid KEM
         "pyyaml>=6",
         "scipy>=1.11",  # HiGHS linear programmes of the disclosure audit
     ],
