@@ -22,8 +22,11 @@ from caredata_spark.storage import DeltaStore, open_store
 
 COMMAND_MODULES = [
     "caredata_spark.info",
+    "caredata_spark.synthetic.command",
     "caredata_spark.crypto_commands",
     "caredata_spark.encrypt_command",
+    "caredata_spark.ingest",
+    "caredata_spark.quarantine",
 ]
 
 

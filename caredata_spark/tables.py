@@ -10,6 +10,7 @@ DATASETS = ("gp_patients", "gp_events", "hes_apc", "hes_op", "hes_ae")
 HES_DATASETS = ("hes_apc", "hes_op", "hes_ae")
 
 SUBMISSIONS = "ingest/submissions"  # ledger: one row per inbound file
+INGEST_RUNS = "ingest/runs"  # the files each ingest run planned (resume after a failure)
 DATA_QUALITY = "ingest/data_quality"  # counts per run, reason and submitter
 QUARANTINE = "quarantine"  # contract: every rejected record, encrypted raw content
 OBJECTIONS = "ingest/objections"  # type 2 (and type 1 counts) state history per patient key

@@ -1,0 +1,113 @@
+"""Separating identity from clinical data at ingest.
+
+Clinical tables keep record keys, keyed linkage hashes (HMAC under the linkage key) and
+generalised attributes (age, sex code, postcode district); the identifiers themselves go to
+the identity vault, each encrypted with AES-256-GCM under the vault key. Neither key is
+ever a literal in a Spark plan: both are read from key files as data (`keyed_hash`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from caredata_spark.identifiers import postcode_district
+from caredata_spark.keyed_hash import KeyFrame, keyed_hashes, with_key_material
+
+NHS_DIGITS = 10
+LINKAGE_HASHES = (
+    "h_nhs", *[f"h_nhs_del_{i}" for i in range(NHS_DIGITS)], "h_sex", "h_dob", "h_dob_swap",
+    "h_dob_ym", "h_dob_yd", "h_dob_md", "h_postcode", "h_district",
+)
+VAULT_COLUMNS = ("source", "record_key", "submission_id", "h_nhs", "enc_nhs_number", "enc_dob", "enc_sex", "enc_postcode")
+
+
+def _linkable_postcode() -> Column:
+    return F.when(~F.col("pseudo_postcode"), F.col("postcode"))
+
+
+def linkage_messages() -> dict[str, Column]:
+    """What each linkage hash is computed from (null in, null hash out)."""
+    nhs = F.col("nhs_number")
+    dob = F.col("dob")
+    day, month, year = F.dayofmonth(dob), F.month(dob), F.year(dob)
+    swappable = (day <= 12) & (day != month)
+    messages = {
+        "h_nhs": nhs,
+        **{
+            f"h_nhs_del_{i}": F.concat(F.substring(nhs, 1, i), F.substring(nhs, i + 2, NHS_DIGITS))
+            for i in range(NHS_DIGITS)
+        },
+        "h_sex": F.when(F.col("sex").isin("1", "2"), F.col("sex")),
+        "h_dob": F.date_format(dob, "yyyy-MM-dd"),
+        "h_dob_swap": F.when(swappable, F.date_format(F.make_date(year, day, month), "yyyy-MM-dd")),
+        "h_dob_ym": F.date_format(dob, "yyyy-MM"),
+        "h_dob_yd": F.concat_ws("-", year.cast("string"), F.lpad(day.cast("string"), 2, "0")),
+        "h_dob_md": F.date_format(dob, "MM-dd"),
+        "h_postcode": _linkable_postcode(),
+        "h_district": postcode_district(_linkable_postcode()),
+    }
+    return messages
+
+
+def with_linkage_hashes(linkage_key: KeyFrame) -> Callable[[DataFrame], DataFrame]:
+    """Add the linkage hashes `linkage/` joins on, and the flags its rules consult."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        dob = F.col("dob")
+        return (
+            df.transform(keyed_hashes(linkage_key, linkage_messages()))
+            .withColumn("h_nhs_del", F.when(F.col("h_nhs").isNotNull(), F.array(*[f"h_nhs_del_{i}" for i in range(NHS_DIGITS)])))
+            .drop(*[f"h_nhs_del_{i}" for i in range(NHS_DIGITS)])
+            .withColumn("dob_jan1", (F.month(dob) == 1) & (F.dayofmonth(dob) == 1))
+            .withColumn("communal", F.lit(False))
+        )
+
+    return transform
+
+
+def generalised() -> Callable[[DataFrame], DataFrame]:
+    """Attributes analysts need without identifying anyone: age at activity, district, area."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        district = postcode_district(_linkable_postcode())
+        age = F.floor(F.months_between(F.col("activity_date"), F.col("dob")) / 12).cast("int")
+        return (
+            df.withColumn("age", F.when(age >= 0, age))
+            .withColumn("district", district)
+            .withColumn("area", F.regexp_extract(district, "^([A-Z]{1,2})", 1))
+        )
+
+    return transform
+
+
+def _encrypted(value: Column, key: KeyFrame) -> Column:
+    return F.aes_encrypt(value.cast("binary"), key.key, F.lit("GCM"))
+
+
+def vault_rows(source: str, vault_key: KeyFrame) -> Callable[[DataFrame], DataFrame]:
+    """One vault row per record: identifiers encrypted (random IV per value), plus h_nhs
+    so subject access can find a patient's records without decrypting the vault."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        encrypted = {
+            "enc_nhs_number": _encrypted(F.col("nhs_number"), vault_key),
+            "enc_dob": _encrypted(F.date_format("dob", "yyyy-MM-dd"), vault_key),
+            "enc_sex": _encrypted(F.col("sex"), vault_key),
+            "enc_postcode": _encrypted(F.col("postcode"), vault_key),
+        }
+        return (
+            df.select("record_key", "submission_id", "h_nhs", "nhs_number", "dob", "sex", "postcode")
+            .withColumn("source", F.lit(source))
+            .transform(with_key_material(vault_key, encrypted))
+            .select(*VAULT_COLUMNS)
+        )
+
+    return transform
+
+
+def decrypted(column: str, vault_key: KeyFrame) -> Column:
+    """A vault column in clear, for red releases and subject access only."""
+    return F.aes_decrypt(F.col(column), vault_key.key, F.lit("GCM")).cast("string")

@@ -1,0 +1,114 @@
+"""Patients' objections: type 1 enforced at the door, type 2 kept for releases.
+
+Objections arrive as coded GP events. For each patient record key and objection type the
+latest dated code decides: a dissent is in force until a later withdrawal (a dissent and
+a withdrawal on the same day count as a dissent: the safer reading).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
+
+DEFAULT_CODES = DEFAULT_CONF.parent / "objections.yaml"
+DISSENT, WITHDRAWN = "dissent", "withdrawn"
+EVENTS_COLUMNS = ("record_key", "objection_type", "status", "event_date", "submission_id")
+
+
+@dataclass(frozen=True)
+class TypeCodes:
+    dissent: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.dissent:
+            raise ConfigError("dissent: at least one code is required")
+        overlap = set(self.dissent) & set(self.withdrawn)
+        if overlap:
+            raise ConfigError(f"withdrawn: codes also listed as dissent: {sorted(overlap)}")
+
+
+@dataclass(frozen=True)
+class ObjectionCodes:
+    type1: TypeCodes
+    type2: TypeCodes
+
+
+def load_objection_codes(path: str | Path | None = None) -> ObjectionCodes:
+    source = Path(path) if path else DEFAULT_CODES
+    try:
+        return from_mapping(ObjectionCodes, read_yaml(source))
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def objection_events(codes: ObjectionCodes) -> Callable[[DataFrame], DataFrame]:
+    """Validated GP events -> one row per objection code event (no identifiers)."""
+    by_code: dict[str, tuple[int, str]] = {}
+    for number, type_codes in ((1, codes.type1), (2, codes.type2)):
+        by_code.update({c: (number, DISSENT) for c in type_codes.dissent})
+        by_code.update({c: (number, WITHDRAWN) for c in type_codes.withdrawn})
+    types = F.create_map(*[F.lit(x) for c, (n, _) in by_code.items() for x in (c, n)])
+    statuses = F.create_map(*[F.lit(x) for c, (_, s) in by_code.items() for x in (c, s)])
+
+    def transform(events: DataFrame) -> DataFrame:
+        code = F.col("SNOMED_CODE")
+        return events.filter(code.isin(*by_code) & F.col("EVENT_DATE").isNotNull()).select(
+            "record_key",
+            F.element_at(types, code).alias("objection_type"),
+            F.element_at(statuses, code).alias("status"),
+            F.col("EVENT_DATE").alias("event_date"),
+            "submission_id",
+        )
+
+    return transform
+
+
+def in_force(as_of: Column | None = None) -> Callable[[DataFrame], DataFrame]:
+    """Objection events -> (record_key, objection_type, since) where a dissent is in force.
+
+    `as_of` (a date) ignores later events, so a release sees the state on its own date.
+    One window per (key, type): a shuffle on the key, which scales with the population.
+    """
+    latest_first = Window.partitionBy("record_key", "objection_type").orderBy(
+        F.col("event_date").desc(), (F.col("status") == DISSENT).desc()
+    )
+
+    def transform(events: DataFrame) -> DataFrame:
+        dated = events if as_of is None else events.filter(F.col("event_date") <= as_of)
+        latest = dated.withColumn("rank", F.row_number().over(latest_first)).filter(F.col("rank") == 1)
+        return latest.filter(F.col("status") == DISSENT).select(
+            "record_key", "objection_type", F.col("event_date").alias("since")
+        )
+
+    return transform
+
+
+def type1_objectors(events: DataFrame) -> DataFrame:
+    """Record keys whose latest type 1 code is a dissent."""
+    return (
+        events.transform(in_force())
+        .filter(F.col("objection_type") == 1)
+        .select("record_key")
+        .distinct()
+    )
+
+
+def without(objectors: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Drop every row of the objectors' record keys.
+
+    Objectors are a few percent of the population, too many to broadcast safely at
+    national scale: a shuffle anti-join (AQE may still broadcast a small run's set).
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.join(objectors, on="record_key", how="left_anti")
+
+    return transform

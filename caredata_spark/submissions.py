@@ -1,0 +1,107 @@
+"""The submissions ledger and the ingest run plan.
+
+A run first records the exact files it will ingest (`ingest/runs`), then writes every table
+with the Delta transaction id (`caredata-ingest/<table>`, run_id), and records the ledger
+last. A run that died part-way is resumed with the same files and run id: tables it already
+committed skip the write, the rest are written, so nothing is duplicated or lost. Files
+that arrived meanwhile wait for the next run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from caredata_spark.landing import LandedFile, hash_files, new_submissions
+from caredata_spark.storage import DeltaStore, Txn
+from caredata_spark.tables import INGEST_RUNS, SUBMISSIONS, table_path
+
+LEDGER = StructType(
+    [
+        StructField("submission_id", StringType()),
+        StructField("dataset", StringType()),
+        StructField("submitter", StringType()),
+        StructField("file", StringType()),
+        StructField("format", StringType()),
+        StructField("bytes", LongType()),
+        StructField("run_id", LongType()),
+        StructField("status", StringType()),  # ingested | refused
+        StructField("reason", StringType()),
+        StructField("rows_read", LongType()),
+        StructField("rows_accepted", LongType()),
+        StructField("rows_quarantined", LongType()),
+        StructField("rows_dropped", LongType()),
+        StructField("recorded_at", TimestampType()),
+    ]
+)
+
+
+RUNS = StructType(
+    [
+        StructField("run_id", LongType()),
+        StructField("submission_id", StringType()),
+        StructField("path", StringType()),
+        StructField("dataset", StringType()),
+        StructField("submitter", StringType()),
+        StructField("format", StringType()),
+        StructField("bytes", LongType()),
+        StructField("planned_at", TimestampType()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    submission_id: str
+    path: str
+    dataset: str
+    submitter: str
+    format: str
+    bytes: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> PlannedFile:
+        return cls(row["submission_id"], row["path"], row["dataset"], row["submitter"], row["format"], row["bytes"])
+
+
+def txn(table: str, run_id: int) -> Txn:
+    return Txn(f"caredata-ingest/{table}", run_id)
+
+
+def read_or_empty(spark: SparkSession, store: DeltaStore, path: str, schema: StructType) -> DataFrame:
+    return store.read(path) if store.exists(path) else spark.createDataFrame([], schema)
+
+
+def plan_run(
+    spark: SparkSession, store: DeltaStore, warehouse: str, files: list[LandedFile]
+) -> tuple[int, list[PlannedFile], bool]:
+    """(run id, files, resumed): the unfinished run if there is one, else the new files.
+
+    The plan and ledger grow with files, not people, so they are read to the driver.
+    """
+    runs_path = table_path(warehouse, INGEST_RUNS)
+    ledger = read_or_empty(spark, store, table_path(warehouse, SUBMISSIONS), LEDGER)
+    runs = read_or_empty(spark, store, runs_path, RUNS)
+    last = runs.agg(F.max("run_id")).first()[0]
+    finished = {r[0] for r in ledger.select("run_id").distinct().collect()}
+    if last is not None and last not in finished:
+        planned = runs.filter(F.col("run_id") == last).collect()
+        return last, [PlannedFile.from_row(r) for r in planned], True
+    run_id = (last or 0) + 1
+    plan = [PlannedFile.from_row(r) for r in hash_files(spark, files).transform(new_submissions(ledger)).collect()]
+    if plan:
+        rows = spark.createDataFrame(
+            [(run_id, p.submission_id, p.path, p.dataset, p.submitter, p.format, p.bytes, None) for p in plan],
+            RUNS,
+        ).withColumn("planned_at", F.current_timestamp())
+        store.write(rows, runs_path, txn=txn(INGEST_RUNS, run_id))
+    return run_id, plan, False

@@ -1,0 +1,194 @@
+"""Ingest end to end on hand-written landing zones: real files, real keys, real Delta."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from caredata_spark.config import KeySettings, Settings
+from caredata_spark.envelope import encrypt_file
+from caredata_spark.ingest import ingest
+from caredata_spark.keys import generate_keys, load_public_key
+from caredata_spark.storage import DeltaStore
+from caredata_spark.tables import (
+    DATA_QUALITY,
+    IDENTITY_VAULT,
+    OBJECTIONS,
+    QUARANTINE,
+    SUBMISSIONS,
+    clinical,
+    table_path,
+)
+
+VALID_NHS = "9434765919"
+OTHER_NHS = "4010232137"
+TYPE1_NHS = "4505577104"
+AE_HEADER = "AEKEY,PROCODE,NEWNHSNO,DOB,SEX,HOMEADD,ARRIVALDATE,AEATTENDDISP,DIAG_01"
+DIRTY_AE = [
+    f"AE1,RTH,{VALID_NHS},1980-05-04,1,ls1 4ab,2024-01-02,01,S720",  # clean
+    "AE2,RTH,9876544321,1900-01-01,2,ZZ99 3VZ,2024-01-03,02,",  # bad check, placeholder DOB
+    "AE3,RTH,,1975-13-01,3,LS1  4AB,2024-01-09,01,J45X",  # bad DOB, bad sex: repaired
+    f"AE1,RTH,{VALID_NHS},1980-05-04,1,LS14AB,2024-01-02,01,S720",  # duplicate key
+    f'AE4,RTH,"{VALID_NHS}",1980-05-04,1,LS1 4AB,2024-01-05,01,"I10",extra',  # extra field
+    f"AE5,RTH,{VALID_NHS},1980-05-04,1,LS1 4AB",  # missing fields
+    "AE6,RTH,1111111111,1980-05-04,2,LS1 4AB,2024-02-30,01,I10",  # impossible date
+    ",RTH,9434765919,1980-05-04,2,LS1 4AB,2024-02-01,01,I10",  # no key
+    "",  # blank line
+    f'AE7,RTH,{VALID_NHS},1980-05-04,1,"LS1 4AB,2024-02-01,01,I1',  # truncated last line
+]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeySettings:
+    directory = tmp_path_factory.mktemp("keys")
+    generate_keys(directory)
+    return KeySettings(directory=str(directory), linkage_env="NO_SUCH_ENV_1",
+                       vault_env="NO_SUCH_ENV_2", pseudonym_env="NO_SUCH_ENV_3",
+                       transport_env="NO_SUCH_ENV_4")
+
+
+def write(landing: Path, dataset: str, submitter: str, name: str, lines: list[str]) -> Path:
+    path = landing / dataset / submitter / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + ("\n" if lines and lines[-1] else ""), encoding="utf-8")
+    return path
+
+
+def run(spark: SparkSession, store: DeltaStore, keys: KeySettings, landing: Path, warehouse: Path):
+    return ingest(spark, store, Settings(keys=keys), str(landing), str(warehouse))
+
+
+@pytest.fixture
+def delta_rs(spark: SparkSession) -> DeltaStore:
+    from caredata_spark.storage import open_store
+
+    return open_store(spark)
+
+
+def test_every_row_is_accounted_for(spark, delta_rs, keys, tmp_path) -> None:
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    path = landing / "hes_ae" / "RTH" / "ae.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join([AE_HEADER, *DIRTY_AE]), encoding="utf-8")  # last line unterminated
+
+    result = run(spark, delta_rs, keys, landing, warehouse)
+
+    (counts,) = result.counts.values()
+    assert counts == {"read": 10, "accepted": 3, "quarantined": 7, "dropped": 0}
+    quarantine = delta_rs.read(table_path(str(warehouse), QUARANTINE))
+    by_line = {r["line_number"]: r["reason"] for r in quarantine.collect()}
+    assert 2 not in by_line and 3 not in by_line and 4 not in by_line  # repairable: kept
+    assert by_line[5] == "DUPLICATE_KEY"
+    assert by_line[6] == "MALFORMED_ROW" and by_line[7] == "MALFORMED_ROW"
+    assert by_line[8] == "DATE_BAD:ARRIVALDATE"
+    assert by_line[9] == "REQUIRED_MISSING:AEKEY"
+    assert by_line[10] == "MALFORMED_ROW" and by_line[11] == "MALFORMED_ROW"
+    assert {r["file"] for r in quarantine.collect()} == {str(path)}
+    accepted = delta_rs.read(table_path(str(warehouse), clinical("hes_ae")))
+    assert sorted(r["record_key"] for r in accepted.collect()) == ["AE1", "AE2", "AE3"]
+    ae2 = accepted.filter(F.col("record_key") == "AE2").first()
+    assert {"NHS_BAD_CHECK", "DOB_PLACEHOLDER", "POSTCODE_PSEUDO"} <= set(ae2["dq_flags"])
+    assert ae2["h_nhs"] is None and ae2["h_postcode"] is None
+    ae3 = accepted.filter(F.col("record_key") == "AE3").first()
+    assert "DOB_BAD_DATE" in ae3["dq_flags"] and "SEX_BAD_CODE" in ae3["dq_flags"]
+    assert ae3["h_dob"] is None and ae3["h_nhs"] is None
+    ledger = delta_rs.read(table_path(str(warehouse), SUBMISSIONS)).first()
+    assert (ledger["rows_read"], ledger["rows_accepted"], ledger["rows_quarantined"]) == (10, 3, 7)
+
+
+def test_no_clear_identifier_anywhere_in_the_warehouse(spark, delta_rs, keys, tmp_path) -> None:
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    write(landing, "hes_ae", "RTH", "ae.csv", [AE_HEADER, *DIRTY_AE[:-1]])
+    run(spark, delta_rs, keys, landing, warehouse)
+    for path in warehouse.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert VALID_NHS.encode() not in content, path
+            assert b"1980-05-04" not in content, path
+            assert b"LS1 4AB" not in content, path
+
+
+def test_type1_objector_is_dropped_before_anything_is_written(spark, delta_rs, keys, tmp_path) -> None:
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    write(landing, "gp_patients", "A81001", "patients.csv", [
+        "PATIENT_ID,PRACTICE_CODE,NHS_NUMBER,DOB,SEX,POSTCODE,REG_DATE,DEREG_DATE,EXTRA",
+        f"P1,A81001,{VALID_NHS},1980-05-04,1,LS1 4AB,2010-01-01,,x",
+        f"P2,A81001,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2011-03-04,,y",
+        f"P2,A81001,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2011-03-04,,duplicate",
+    ])
+    write(landing, "gp_events", "A81001", "events.csv", [
+        "PRACTICE_CODE,PATIENT_ID,NHS_NUMBER,DOB,SEX,POSTCODE,EVENT_DATE,SNOMED_CODE,VALUE",
+        f"A81001,P1,{VALID_NHS},1980-05-04,1,LS1 4AB,2024-01-01,44054006,7.5",
+        f"A81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2023-01-01,827241000000103,",
+        f"A81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2023-02-01,38341003,abc",
+        f"A81001,P1,{VALID_NHS},1980-05-04,1,LS1 4AB,2024-02-01,881561000000100,",
+    ])
+    result = run(spark, delta_rs, keys, landing, warehouse)
+    dropped = sum(c["dropped"] for c in result.counts.values())
+    assert dropped == 4  # two registrations (one a duplicate) and two events of P2
+    wh = str(warehouse)
+    assert delta_rs.read(table_path(wh, clinical("gp_patients"))).select("record_key").collect() == [("A81001/P1",)]
+    assert {r[0] for r in delta_rs.read(table_path(wh, clinical("gp_events"))).select("record_key").collect()} == {"A81001/P1"}
+    assert delta_rs.read(table_path(wh, QUARANTINE)).filter(F.col("submission_id").isNotNull()).filter(
+        F.col("line_number") == 4).count() == 0  # the duplicate of P2 is dropped, not quarantined
+    assert {r[0] for r in delta_rs.read(table_path(wh, IDENTITY_VAULT)).select("record_key").collect()} == {"A81001/P1"}
+    events = delta_rs.read(table_path(wh, OBJECTIONS))
+    assert {(r["record_key"], r["objection_type"]) for r in events.collect()} == {("A81001/P2", 1), ("A81001/P1", 2)}
+    quality = delta_rs.read(table_path(wh, DATA_QUALITY))
+    assert quality.filter((F.col("kind") == "dropped")).agg(F.sum("rows")).first()[0] == 4
+
+    # a later extract of the objector is dropped too: the objection is remembered
+    write(landing, "gp_patients", "A81001", "patients-feb.csv", [
+        "PRACTICE_CODE,PATIENT_ID,NHS_NUMBER,DOB,SEX,POSTCODE,REG_DATE,DEREG_DATE",
+        f"A81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2011-03-04,",
+    ])
+    later = run(spark, delta_rs, keys, landing, warehouse)
+    assert list(later.counts.values()) == [{"read": 1, "accepted": 0, "quarantined": 0, "dropped": 1}]
+
+
+def test_reingest_adds_nothing_and_same_bytes_twice_is_one_submission(spark, delta_rs, keys, tmp_path) -> None:
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    write(landing, "hes_ae", "RTH", "ae.csv", [AE_HEADER, *DIRTY_AE[:3]])
+    write(landing, "hes_ae", "RTH", "ae-copy.csv", [AE_HEADER, *DIRTY_AE[:3]])
+    first = run(spark, delta_rs, keys, landing, warehouse)
+    assert first.files == 1
+    table = table_path(str(warehouse), clinical("hes_ae"))
+    version = delta_rs.version(table)
+    second = run(spark, delta_rs, keys, landing, warehouse)
+    assert second.files == 0
+    assert delta_rs.version(table) == version
+    assert delta_rs.read(table).count() == 3
+
+
+def test_encrypted_submissions_and_refusals(spark, delta_rs, keys, tmp_path, caplog) -> None:
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    plain = write(tmp_path / "outbox", "hes_ae", "RTH", "ae.csv", [AE_HEADER, *DIRTY_AE[:3]])
+    public = load_public_key(Path(keys.directory) / "transport.pub")
+    good = landing / "hes_ae" / "RTH" / "ae.csv.enc"
+    good.parent.mkdir(parents=True)
+    encrypt_file(plain, good, public)
+    tampered = landing / "hes_ae" / "RXH" / "ae.csv.enc"
+    tampered.parent.mkdir(parents=True)
+    data = bytearray(good.read_bytes())
+    data[-5] ^= 1
+    tampered.write_bytes(bytes(data))
+    other = tmp_path / "other-keys"
+    generate_keys(other)
+    wrong = landing / "hes_ae" / "RYY" / "ae.csv.enc"
+    wrong.parent.mkdir(parents=True)
+    encrypt_file(plain, wrong, load_public_key(other / "transport.pub"))
+    write(landing, "hes_ae", "RZZ", "bad-header.csv", ["AEKEY,PROCODE", "A,B"])
+
+    with caplog.at_level(logging.INFO, logger="caredata"):
+        result = run(spark, delta_rs, keys, landing, warehouse)
+
+    assert set(result.refused) == {str(tampered), str(wrong), str(landing / "hes_ae/RZZ/bad-header.csv")}
+    assert "header lacks contract columns" in result.refused[str(landing / "hes_ae/RZZ/bad-header.csv")]
+    assert delta_rs.read(table_path(str(warehouse), clinical("hes_ae"))).count() == 3
+    ledger = {r["file"]: r["status"] for r in delta_rs.read(table_path(str(warehouse), SUBMISSIONS)).collect()}
+    assert ledger[str(good)] == "ingested" and ledger[str(tampered)] == "refused"
+    assert VALID_NHS not in caplog.text
