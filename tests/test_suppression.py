@@ -22,8 +22,10 @@ from caredata_spark.aggregates import (
     grouping_sets,
 )
 from caredata_spark.disclosure_audit import (
+    INHERITED,
     LOWER,
     PRIMARY,
+    SUBTABLE,
     SUPPRESSED,
     UPPER,
     DisclosureRisk,
@@ -158,6 +160,11 @@ def test_protected_hierarchical_table_passes_the_audit_and_publishes_no_small_co
     cells = hierarchical_cells(spark)
     protected = cells.transform(protect(SHAPE, POLICY)).cache()
     require_protected(protected.transform(audit(SHAPE, POLICY.protection)), SHAPE, "demo")
+
+    # the top-down (modular) protection also holds when the whole table is attacked at once
+    whole = protected.toPandas().assign(**{INHERITED: False, SUBTABLE: "whole"})
+    attack = audit_subtable(whole, TableShape(hierarchies=SHAPE.hierarchies), POLICY.protection, exact=True)
+    assert attack["protected"].all()
 
     summary = suppression_summary(protected)
     assert summary["cells"] == cells.count() and summary["primary"] > 0 and summary["secondary"] > 0
