@@ -17,6 +17,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import reduce
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -39,7 +41,7 @@ from caredata_spark.objections import (
     without,
 )
 from caredata_spark.observability import get_logger, log_event, stage
-from caredata_spark.parsing import headers, missing_columns, parse_lines
+from caredata_spark.parsing import headers, missing_columns, parquet_rows, parse_lines
 from caredata_spark.quarantine import quarantine_rows
 from caredata_spark.storage import DeltaStore
 from caredata_spark.submission_lines import read_lines, verify_envelopes
@@ -104,7 +106,7 @@ def ingest_keys(spark: SparkSession, settings: Settings, need_transport: bool) -
 
 def _file_header_problems(header: list[str] | None, dataset: Dataset) -> str | None:
     if header is None:
-        return "empty file: no header line"
+        return "empty or unreadable file: no header"
     missing = missing_columns(header, dataset)
     return f"header lacks contract columns: {', '.join(missing)}" if missing else None
 
@@ -134,24 +136,35 @@ def parsed_submissions(
         problem = _file_header_problems(found.get(p.submission_id), DATASETS[p.dataset])
         if problem:
             refused[p.submission_id] = problem
-    for p in plan:
-        if p.format == "parquet":
-            refused[p.submission_id] = "Parquet submissions are not supported by this version"
+    parquet_files = [p for p in plan if p.format == "parquet"]
+    for p in parquet_files:
+        problem = _file_header_problems(_parquet_columns(p.path), DATASETS[p.dataset])
+        if problem:
+            refused[p.submission_id] = problem
     result.refused = {by_id[s].path: reason for s, reason in refused.items()}
+    parts: dict[str, list[DataFrame]] = {}
     usable = [p for p in csv_files if p.submission_id not in refused]
-    if not usable:
-        return {}
-    width = max(len(found[p.submission_id]) for p in usable)
-    header_rows = spark.createDataFrame([(p.submission_id, found[p.submission_id]) for p in usable], HEADERS)
-    # one row per file: broadcast, so the lines are never shuffled for it
-    with_headers = lines.join(F.broadcast(header_rows), on="submission_id", how="inner")
-    parsed = {}
-    for name in sorted({p.dataset for p in usable}):
-        ids = [p.submission_id for p in usable if p.dataset == name]
-        parsed[name] = with_headers.filter(F.col("submission_id").isin(ids)).transform(
-            parse_lines(DATASETS[name], width)
-        )
-    return parsed
+    if usable:
+        width = max(len(found[p.submission_id]) for p in usable)
+        header_rows = spark.createDataFrame([(p.submission_id, found[p.submission_id]) for p in usable], HEADERS)
+        # one row per file: broadcast, so the lines are never shuffled for it
+        with_headers = lines.join(F.broadcast(header_rows), on="submission_id", how="inner")
+        for name in sorted({p.dataset for p in usable}):
+            ids = [p.submission_id for p in usable if p.dataset == name]
+            parts.setdefault(name, []).append(
+                with_headers.filter(F.col("submission_id").isin(ids)).transform(parse_lines(DATASETS[name], width))
+            )
+    for p in parquet_files:
+        if p.submission_id not in refused:
+            parts.setdefault(p.dataset, []).append(parquet_rows(spark, p.submission_id, p.path, DATASETS[p.dataset]))
+    return {name: _union(frames) for name, frames in parts.items()}
+
+
+def _parquet_columns(path: str) -> list[str] | None:
+    try:
+        return pq.read_schema(path).names  # the footer only
+    except (OSError, pa.ArrowInvalid):
+        return None
 
 
 def _outcome(rows: DataFrame) -> DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark import reasons
@@ -34,6 +34,24 @@ def headers(lines: DataFrame) -> DataFrame:
 
 def missing_columns(header: Sequence[str], dataset: Dataset) -> list[str]:
     return [c for c in dataset.columns if c not in header]
+
+
+def parquet_rows(spark: SparkSession, submission_id: str, path: str, dataset: Dataset) -> DataFrame:
+    """A Parquet submission in the shape `parse_lines` gives: row number and raw JSON row.
+
+    Each file is read on its own because providers' files may type a column differently
+    (an NHS number as integer in one, string in another); every column becomes a string,
+    so validation is the same as for CSV.
+    """
+    rows = spark.read.parquet(path)
+    raw = F.to_json(F.struct(*[F.col(c) for c in rows.columns])).cast("binary")
+    return rows.select(
+        F.lit(submission_id).alias("submission_id"),
+        (F.col("_metadata.row_index") + 1).alias("line_number"),
+        raw.alias("line"),
+        *[F.col(c).cast("string").alias(c) for c in dataset.columns],
+        F.lit(None).cast("string").alias("parse_problem"),
+    )
 
 
 def _field_count(text: Column) -> Column:

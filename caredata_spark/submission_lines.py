@@ -109,6 +109,8 @@ def read_lines(
     spark: SparkSession, files: list[tuple[str, str, bool]], transport_key_file: str | None
 ) -> DataFrame:
     """Lines of (submission_id, path, encrypted) files; the key file is read by executors."""
+    if not files:  # a source with no partitions would still run one (empty) task
+        return spark.createDataFrame([], LINES_SCHEMA)
     spark.dataSource.register(SubmissionLinesSource)
     reader = spark.read.format(FORMAT).option("files", json.dumps(files))
     if transport_key_file is not None:

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -192,3 +194,45 @@ def test_encrypted_submissions_and_refusals(spark, delta_rs, keys, tmp_path, cap
     ledger = {r["file"]: r["status"] for r in delta_rs.read(table_path(str(warehouse), SUBMISSIONS)).collect()}
     assert ledger[str(good)] == "ingested" and ledger[str(tampered)] == "refused"
     assert VALID_NHS not in caplog.text
+
+
+def test_parquet_submission_with_other_column_order_and_types(spark, delta_rs, keys, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    path = landing / "hes_ae" / "RTH" / "ae.parquet"
+    path.parent.mkdir(parents=True)
+    table = pa.table({
+        "DIAG_01": ["S720", "bad!"], "AEKEY": ["P1", "P2"], "PROCODE": ["RTH", "RTH"],
+        "NEWNHSNO": pa.array([int(VALID_NHS), None], pa.int64()), "DOB": ["1980-05-04", "1980-05-04"],
+        "SEX": ["1", "2"], "HOMEADD": ["LS1 4AB", None], "ARRIVALDATE": ["2024-01-02", None],
+        "AEATTENDDISP": ["01", "02"],
+    })
+    pq.write_table(table, path)
+    result = run(spark, delta_rs, keys, landing, warehouse)
+    assert list(result.counts.values()) == [{"read": 2, "accepted": 1, "quarantined": 1, "dropped": 0}]
+    row = delta_rs.read(table_path(str(warehouse), clinical("hes_ae"))).first()
+    assert row["record_key"] == "P1" and row["h_nhs"] is not None and row["DIAG_01"] == "S720"
+    rejected = delta_rs.read(table_path(str(warehouse), QUARANTINE)).first()
+    assert (rejected["line_number"], rejected["reason"]) == (2, "REQUIRED_MISSING:ARRIVALDATE")
+
+
+CSV_FIELD = st.one_of(
+    st.just(""), st.just(VALID_NHS), st.just("2024-01-02"), st.just("1"),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\n\r"), max_size=12),
+)
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(CSV_FIELD, min_size=0, max_size=12), min_size=1, max_size=60))
+def test_fuzzed_rows_never_crash_and_nothing_is_lost(spark, delta_rs, keys, tmp_path_factory, rows) -> None:
+    root = tmp_path_factory.mktemp("fuzz")
+    lines = [",".join(f'"{v}"' if ("," in v or '"' in v) and '"' not in v else v for v in row) for row in rows]
+    path = root / "landing" / "hes_ae" / "RTH" / "ae.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(("\n".join([AE_HEADER, *lines]) + "\n").encode("utf-8"))
+    result = run(spark, delta_rs, keys, root / "landing", root / "warehouse")
+    (counts,) = result.counts.values()
+    assert counts["read"] == len(lines)
+    assert counts["read"] == counts["accepted"] + counts["quarantined"]
