@@ -80,6 +80,7 @@ class IngestResult:
     refused: dict[str, str] = field(default_factory=dict)  # path -> reason
     ignored: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # submission -> counts
+    quality: dict[str, int] = field(default_factory=dict)  # "dataset kind code" -> rows
 
 
 @dataclass(frozen=True)
@@ -384,7 +385,23 @@ def ingest(
                 rows.unpersist()
     for path, why in result.refused.items():
         log_event(LOG, "ingest.refused", file=path, reason=why)
+    if validated:
+        result.quality = quality_summary(store, warehouse, run_id)
+        log_event(LOG, "ingest.data_quality", run_id=run_id, rows=result.quality)
     return result
+
+
+def quality_summary(store: DeltaStore, warehouse: str, run_id: int) -> dict[str, int]:
+    """Rows per (dataset, kind, code) of a run: a few dozen codes, fine on the driver."""
+    totals = (
+        store.read(table_path(warehouse, DATA_QUALITY))
+        .filter(F.col("run_id") == run_id)
+        .groupBy("dataset", "kind", "code")
+        .agg(F.sum("rows").alias("rows"))
+        .orderBy(F.desc("rows"))
+        .collect()
+    )
+    return {f"{r['dataset']} {r['kind']} {r['code']}": int(r["rows"]) for r in totals}
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -402,6 +419,8 @@ def _run(context: Context, args: argparse.Namespace) -> None:
         f"file(s); rows read {totals['read']}, accepted {totals['accepted']}, quarantined "
         f"{totals['quarantined']}, dropped (type 1) {totals['dropped']}"
     )
+    for what, rows in list(result.quality.items())[:15]:
+        print(f"  {rows:>10}  {what}")
     for path in result.ignored:
         print(f"  ignored (not <dataset>/<submitter>/<file>.csv|.csv.enc|.parquet): {path}")
     if result.refused:
