@@ -6,8 +6,10 @@ the rest are the platform's own layout, documented in the README.
 
 from __future__ import annotations
 
-DATASETS = ("gp_patients", "gp_events", "hes_apc", "hes_op", "hes_ae")
-HES_DATASETS = ("hes_apc", "hes_op", "hes_ae")
+from caredata_spark.contract import DATASETS as CONTRACT_DATASETS
+
+DATASETS = tuple(CONTRACT_DATASETS)
+HES_DATASETS = tuple(name for name in DATASETS if name.startswith("hes_"))
 
 SUBMISSIONS = "ingest/submissions"  # ledger: one row per inbound file
 INGEST_RUNS = "ingest/runs"  # the files each ingest run planned (resume after a failure)
