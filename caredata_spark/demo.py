@@ -6,14 +6,31 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from caredata_spark.cli import main as caredata
+from caredata_spark.config import DEFAULT_CONF
+
+
+def demo_conf(root: Path) -> Path:
+    """The demo's own configuration: conf/local.yaml with paths under the demo folder."""
+    settings = yaml.safe_load(DEFAULT_CONF.read_text(encoding="utf-8"))
+    settings.update(landing=str(root / "landing"), warehouse=str(root / "warehouse"))
+    settings["keys"] = {**settings.get("keys", {}), "directory": str(root / "keys")}
+    path = root / "demo.yaml"
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return path
 
 
 def steps(root: Path, people: int) -> list[list[str]]:
-    landing, warehouse = root / "landing", root / "warehouse"
-    common = ["--landing", str(landing), "--warehouse", str(warehouse)]
+    conf = ["--conf", str(demo_conf(root))]
+    keys = root / "keys"
+    generate = [] if (keys / "transport.pub").exists() else [["keys", "generate", "--dir", str(keys), *conf]]
     return [
-        ["info", *common],
+        *generate,
+        ["synth", *conf, "--people", str(people), "--seed", "42", "--truth", str(root / "truth")],
+        ["ingest", *conf],
+        ["link", *conf],
     ]
 
 
@@ -23,12 +40,19 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--people", type=int, default=20_000)
     args = parser.parse_args(argv)
     root = Path(args.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     for step in steps(root, args.people):
         print(f"\n== caredata {' '.join(step)}", flush=True)
         code = caredata(step)
         if code != 0:
             return code
-    print(f"\nDemo finished. Data under {root}")
+    print(
+        f"\nDemo finished. Look at:\n"
+        f"  {root / 'landing'}      synthetic submissions (CSV per dataset and submitter)\n"
+        f"  {root / 'warehouse'}    Delta tables: clinical/, identity/vault, quarantine, ingest/, linkage/\n"
+        f"  {root / 'truth'}        ground truth of the synthetic data\n"
+        f"  caredata info --warehouse {root / 'warehouse'}   lists the tables and versions"
+    )
     return 0
 
 
