@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "caredata_spark.encrypt_command",
     "caredata_spark.ingest",
     "caredata_spark.quarantine",
+    "caredata_spark.release",
+    "caredata_spark.subject_access",
 ]
 
 

@@ -21,6 +21,8 @@ LINK_MAP = "linkage/link_map"  # contract
 PERSONS = "linkage/persons"
 LINKAGE_REPORT = "linkage/report"
 LINKAGE_RUNS = "linkage/runs"  # ledger: the submissions each linkage run consumed
+AUDIT = "release/audit"  # append-only: every release, refusal and subject access
+RELEASE_RISK = "release/risk"  # re-identification risk report of each release
 
 
 def clinical(dataset: str) -> str:
