@@ -1,0 +1,265 @@
+"""One linkage run: link the records of the submissions not linked yet, keep every old id.
+
+Order within a run (each record is linked once, by the first part that can):
+1. GP registrations (`persons.register_gp`): new GP record keys join or found persons.
+2. Hospital records whose valid NHS number no person owns found hospital-only persons.
+3. Every other new hospital record: the 8 deterministic steps, then the scored step,
+   against the person index (earlier runs + steps 1 and 2).
+
+Incremental and restartable:
+- `linkage/runs` is the ledger of submission ids consumed per run; a run reads only rows of
+  other submissions (an anti-join against the ledger, which has one row per file and is
+  broadcast by Spark's size threshold). Record keys already in the link map (a GP record in
+  a later extract, a hospital episode resubmitted) keep their person and get no new row.
+- Run n reads the link map and person index as left by runs < n and commits every table
+  with the Delta transaction (caredata-link, n). A run that died part-way is re-run with the
+  same n, recomputes the same result (ids are derived, EM is deterministic) and skips the
+  tables it had already committed. The ledger is written last, so the link map never shows
+  a run the ledger does not know to be complete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from caredata_spark.linkage import report as reporting
+from caredata_spark.linkage.deterministic import link_deterministic
+from caredata_spark.linkage.persons import (
+    GP_REGISTRATION,
+    HES_CLUSTER,
+    PERSON_COLUMNS,
+    found_hes_persons,
+    gp_identities,
+    nhs_owners,
+    register_gp,
+)
+from caredata_spark.linkage.records import GP, IDENTITY_COLUMNS, identities, read_records, with_signature
+from caredata_spark.linkage.scoring import link_scored
+from caredata_spark.linkage.settings import LinkageSettings
+from caredata_spark.observability import get_logger, log_event, stage
+from caredata_spark.storage import DeltaStore, Txn
+from caredata_spark.tables import LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS, PERSONS, table_path
+
+APP_ID = "caredata-link"
+
+IDENTITY_DDL = (
+    "h_nhs binary, h_nhs_del array<binary>, h_sex binary, h_dob binary, h_dob_swap binary, "
+    "h_dob_ym binary, h_dob_yd binary, h_dob_md binary, dob_jan1 boolean, h_postcode binary, "
+    "h_district binary, communal boolean"
+)
+LINK_MAP_DDL = (
+    "source string, record_key string, person_id string, match_step string, "
+    "match_weight double, run int"
+)
+PERSONS_DDL = f"person_id string, origin string, signature binary, {IDENTITY_DDL}, run int"
+RUNS_DDL = "run int, source string, submission_id string"
+OUTCOME_COLUMNS = ("signature", "person_id", "match_step", "match_weight", "best_weight", "ambiguous_step")
+
+
+@dataclass(frozen=True)
+class State:
+    """The tables as earlier runs left them, and the number of this run."""
+
+    run: int
+    consumed: DataFrame  # submission_id of every row already linked
+    link_map: DataFrame
+    persons: DataFrame
+
+
+def _earlier(store: DeltaStore, spark: SparkSession, path: str, ddl: str, run: int) -> DataFrame:
+    if not store.exists(path):
+        return spark.createDataFrame([], ddl)
+    return store.read(path).filter(F.col("run") < run)
+
+
+def load_state(spark: SparkSession, store: DeltaStore, warehouse: str) -> State:
+    runs_path = table_path(warehouse, LINKAGE_RUNS)
+    last = store.read(runs_path).agg(F.max("run")).first()[0] if store.exists(runs_path) else None
+    run = (last or 0) + 1
+    return State(
+        run=run,
+        consumed=_earlier(store, spark, runs_path, RUNS_DDL, run).select("submission_id"),
+        link_map=_earlier(store, spark, table_path(warehouse, LINK_MAP), LINK_MAP_DDL, run),
+        persons=_earlier(store, spark, table_path(warehouse, PERSONS), PERSONS_DDL, run),
+    )
+
+
+def _outcomes(*parts: DataFrame) -> DataFrame:
+    """One row per signature from the parts' results; at most one part links a signature.
+
+    `stage` orders the parts, so the ambiguity kept is the earliest (a record ambiguous at
+    det_6 and then linked by score reports det_6).
+    """
+    merged = reduce(DataFrame.unionByName, parts)
+    earliest_ambiguity = F.min(
+        F.when(F.col("ambiguous_step").isNotNull(), F.struct("stage", "ambiguous_step"))
+    )
+    return merged.groupBy("signature").agg(
+        F.max("person_id").alias("person_id"),
+        F.max("match_step").alias("match_step"),
+        F.max("match_weight").alias("match_weight"),
+        F.max("best_weight").alias("best_weight"),
+        earliest_ambiguity["ambiguous_step"].alias("ambiguous_step"),
+    )
+
+
+def _part(frame: DataFrame, stage_number: int) -> DataFrame:
+    columns = [F.col(c) if c in frame.columns else F.lit(None) for c in OUTCOME_COLUMNS]
+    typed = frame.select(
+        *[c.cast(t).alias(n) for c, n, t in zip(columns, OUTCOME_COLUMNS, _OUTCOME_TYPES)]
+    )
+    return typed.withColumn("stage", F.lit(stage_number))
+
+
+_OUTCOME_TYPES = ("binary", "string", "string", "double", "double", "string")
+
+
+def link(
+    spark: SparkSession, store: DeltaStore, warehouse: str, settings: LinkageSettings
+) -> dict[str, Any]:
+    """Run linkage once over the warehouse; returns the run's summary (counts only)."""
+    logger = get_logger("linkage")
+    state = load_state(spark, store, warehouse)
+    cached: list[DataFrame] = []
+
+    def keep(frame: DataFrame) -> DataFrame:
+        cached.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
+        return frame
+
+    try:
+        with stage(logger, "linkage_input", run=state.run) as metrics:
+            rows = keep(
+                with_signature(read_records(store, warehouse)).join(
+                    state.consumed, on="submission_id", how="left_anti"
+                )
+            )
+            per_source = {r["source"]: r["count"] for r in rows.groupBy("source").count().collect()}
+            metrics.update(per_source)
+        if not per_source:
+            log_event(logger, "linkage_nothing_new", run=state.run)
+            return {"run": None, "new_rows": 0}
+
+        # earlier links of this batch's keys: a semi-join keeps the shuffle to batch size
+        batch_keys = rows.select("source", "record_key").distinct()
+        prior_links = state.link_map.join(batch_keys, on=["source", "record_key"], how="left_semi")
+
+        gp_rows = rows.filter(F.col("source") == GP)
+        gp_persons = keep(register_gp(gp_rows, prior_links, nhs_owners(state.persons)))
+        gp_index = gp_identities(gp_rows, gp_persons)
+
+        hes_rows = rows.filter(F.col("source") != GP).join(
+            prior_links.select("source", "record_key"), on=["source", "record_key"], how="left_anti"
+        )
+        hes_signatures = keep(identities(hes_rows))
+        owners = nhs_owners(state.persons.unionByName(gp_index.withColumn("run", F.lit(state.run))))
+        founders = found_hes_persons(hes_signatures, owners)
+        new_index = keep(
+            gp_index.unionByName(founders)
+            .join(state.persons.select("person_id", "signature"), on=["person_id", "signature"], how="left_anti")
+            .withColumn("run", F.lit(state.run))
+            .select(*PERSON_COLUMNS)
+        )
+        reference = keep(
+            state.persons.unionByName(new_index).select("person_id", "signature", *IDENTITY_COLUMNS)
+        )
+
+        to_link = keep(hes_signatures.join(founders.select("signature"), on="signature", how="left_anti"))
+        deterministic = keep(link_deterministic(to_link, reference))
+        residue = to_link.join(
+            deterministic.filter(F.col("person_id").isNotNull()).select("signature"),
+            on="signature",
+            how="left_anti",
+        )
+        with stage(logger, "scored_step", run=state.run) as metrics:
+            hospital_rows = sum(n for source, n in per_source.items() if source != GP)
+            scored, fit = link_scored(to_link, residue, reference, settings, hospital_rows)
+            metrics.update(fit.figures())
+
+        signature_outcomes = _outcomes(
+            _part(founders.select("signature", "person_id", F.lit(HES_CLUSTER).alias("match_step")), 0),
+            _part(deterministic, 1),
+            _part(scored, 2),
+        )
+        outcomes = keep(
+            _record_outcomes(hes_rows, signature_outcomes).unionByName(
+                _gp_outcomes(gp_rows, gp_persons)
+            )
+        )
+
+        link_rows = outcomes.select(
+            "source", "record_key", "person_id", "match_step", "match_weight",
+            F.lit(state.run).alias("run"),
+        )
+        founded = new_index.join(
+            state.persons.select("person_id"), on="person_id", how="left_anti"
+        ).select("person_id", "origin")
+        report = reporting.build_report(spark, outcomes, founded, fit, state.run)
+        ledger = rows.select(F.lit(state.run).alias("run"), "source", "submission_id").distinct()
+
+        with stage(logger, "linkage_write", run=state.run) as metrics:
+            txn = Txn(APP_ID, state.run)
+            store.write(new_index, table_path(warehouse, PERSONS), txn=txn)
+            store.write(link_rows, table_path(warehouse, LINK_MAP), partition_by=["source"], txn=txn)
+            store.write(report, table_path(warehouse, LINKAGE_REPORT), txn=txn)
+            store.write(ledger, table_path(warehouse, LINKAGE_RUNS), txn=txn)
+        summary = reporting.summarise(store.read(table_path(warehouse, LINKAGE_REPORT)), state.run)
+        log_event(logger, "linkage_summary", **summary)
+        return summary
+    finally:
+        for frame in cached:
+            frame.unpersist()
+
+
+def _record_outcomes(hes_rows: DataFrame, signature_outcomes: DataFrame) -> DataFrame:
+    """Hospital record keys with their signature's outcome, one row per key.
+
+    A key may arrive twice in one batch (a resubmitted episode): its linked version wins,
+    then the larger signature, so the choice is deterministic.
+    """
+    chosen = F.max(
+        F.struct(
+            F.col("person_id").isNotNull().alias("linked"),
+            "signature",
+            "provider",
+            "person_id",
+            "match_step",
+            "match_weight",
+            "best_weight",
+            "ambiguous_step",
+        )
+    ).alias("chosen")
+    return (
+        hes_rows.select("source", "record_key", "provider", "signature")
+        .join(signature_outcomes, on="signature", how="left")
+        .groupBy("source", "record_key")
+        .agg(chosen)
+        .select("source", "record_key", *[F.col(f"chosen.{c}").alias(c) for c in _OUTCOME_FIELDS])
+    )
+
+
+_OUTCOME_FIELDS = ("provider", "person_id", "match_step", "match_weight", "best_weight", "ambiguous_step")
+
+
+def _gp_outcomes(gp_rows: DataFrame, gp_persons: DataFrame) -> DataFrame:
+    """New GP record keys: linked by registration (keys seen before keep their old row)."""
+    providers = gp_rows.groupBy("record_key").agg(F.max("provider").alias("provider"))
+    return (
+        gp_persons.filter(F.col("is_new"))
+        .join(providers, on="record_key", how="inner")
+        .select(
+            F.lit(GP).alias("source"),
+            "record_key",
+            "provider",
+            "person_id",
+            F.lit(GP_REGISTRATION).alias("match_step"),
+            F.lit(None).cast("double").alias("match_weight"),
+            F.lit(None).cast("double").alias("best_weight"),
+            F.lit(None).cast("string").alias("ambiguous_step"),
+        )
+    )

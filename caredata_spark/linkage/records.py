@@ -1,0 +1,72 @@
+"""What linkage reads: record keys and keyed identifier hashes, never an identifier.
+
+The clinical tables also carry clinical fields; linkage selects `INPUT_COLUMNS` only, so its
+plans, shuffles and tables hold 16-byte HMACs (under the linkage key) and booleans. The
+identity vault is never opened.
+
+Records whose hashes are all equal link identically, so linkage runs on distinct identity
+*signatures*: a person's hospital records mostly repeat the same identifiers, which makes
+the data joined several times smaller than the data read.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from caredata_spark.errors import UsageError
+from caredata_spark.storage import DeltaStore
+from caredata_spark.tables import clinical, table_path
+
+GP = "gp"
+# clinical dataset -> `source` value of the link map (contract section 3)
+SOURCES = {"gp_patients": GP, "hes_apc": "hes_apc", "hes_op": "hes_op", "hes_ae": "hes_ae"}
+
+IDENTITY_COLUMNS = (
+    "h_nhs",
+    "h_nhs_del",
+    "h_sex",
+    "h_dob",
+    "h_dob_swap",
+    "h_dob_ym",
+    "h_dob_yd",
+    "h_dob_md",
+    "dob_jan1",
+    "h_postcode",
+    "h_district",
+    "communal",
+)
+KEY_COLUMNS = ("record_key", "provider", "submission_id")
+INPUT_COLUMNS = (*KEY_COLUMNS, *IDENTITY_COLUMNS)
+SIGNATURE_BYTES = 16  # 128 bits: no collision among billions of signatures
+
+
+def read_records(store: DeltaStore, warehouse: str) -> DataFrame:
+    """New and old rows of every clinical table that exists, as `source` + INPUT_COLUMNS."""
+    frames = [
+        store.read(path).select(F.lit(source).alias("source"), *INPUT_COLUMNS)
+        for dataset, source in SOURCES.items()
+        if store.exists(path := table_path(warehouse, clinical(dataset)))
+    ]
+    if not frames:
+        raise UsageError(
+            f"no clinical tables under {warehouse}: run `caredata ingest` before `caredata link`"
+        )
+    return reduce(DataFrame.unionByName, frames)
+
+
+def signature() -> Column:
+    """128-bit digest of all identity hashes (nulls included), the key records link by."""
+    identity = F.to_json(F.struct(*IDENTITY_COLUMNS))
+    return F.substring(F.unhex(F.sha2(identity, 256)), 1, SIGNATURE_BYTES)
+
+
+def with_signature(records: DataFrame) -> DataFrame:
+    return records.withColumn("signature", signature())
+
+
+def identities(records: DataFrame) -> DataFrame:
+    """One row per distinct signature: what the matching steps compare."""
+    return records.select("signature", *IDENTITY_COLUMNS).dropDuplicates(["signature"])

@@ -1,0 +1,166 @@
+"""`linkage/report`: what each run linked, how, and how sure it was, in one tidy table.
+
+One row per (run, metric, source, provider, match_step, level) with a numeric `value`:
+
+| metric                 | grain                                  | value                          |
+|------------------------|----------------------------------------|--------------------------------|
+| records                | source, provider, match_step           | record keys (match_step `unlinked` when none) |
+| ambiguous              | source, provider, match_step, level    | keys ambiguous at step `level` (several persons), by final outcome |
+| score_distribution     | source, match_step, level              | keys scored, by best weight rounded down (bits) |
+| expected_false_links   | source                                 | sum of (1 - match probability) over scored links |
+| new_persons            | level (origin gp / hes)                | persons founded by the run     |
+| candidate_pairs        | level (blocking rule)                  | scored-step pairs per rule     |
+| em_m, em_u             | level (`comparison:level`)             | fitted probabilities           |
+| em_prior_training, em_prior_residue, em_iterations, threshold_weight, training_pairs | - | scalars |
+
+Counts only: no record key, person id or hash ever reaches the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from caredata_spark.linkage.records import GP
+from caredata_spark.linkage.scoring import COMPARISONS, SCORED, ScoredFit
+
+REPORT_DDL = (
+    "run int, metric string, source string, provider string, match_step string, level string, "
+    "value double"
+)
+REPORT_COLUMNS = ("run", "metric", "source", "provider", "match_step", "level", "value")
+UNLINKED = "unlinked"
+SCORE_RANGE = (-30, 50)  # histogram bins beyond these are folded into the end bins
+
+
+def _step() -> Column:
+    return F.coalesce(F.col("match_step"), F.lit(UNLINKED)).alias("match_step")
+
+
+def _rows(frame: DataFrame, metric: str, run: int) -> DataFrame:
+    """Complete a grouped count into report rows (absent grain columns are null)."""
+    return frame.select(
+        *[
+            F.col(c) if c in frame.columns else F.lit(None).cast("string").alias(c)
+            for c in ("source", "provider", "match_step", "level")
+        ],
+        F.col("value").cast("double").alias("value"),
+    ).select(F.lit(run).alias("run"), F.lit(metric).alias("metric"), *REPORT_COLUMNS[2:])
+
+
+def _counted(frame: DataFrame, *keys: Column | str) -> DataFrame:
+    return frame.groupBy(*keys).agg(F.count(F.lit(1)).alias("value"))
+
+
+def _model_rows(fit: ScoredFit) -> Iterable[tuple[str, str | None, float]]:
+    yield "threshold_weight", None, fit.min_weight
+    yield "training_pairs", None, float(fit.training_pairs)
+    for rule, pairs in fit.pairs_per_rule:
+        yield "candidate_pairs", rule, float(pairs)
+    if fit.training_prior is not None:
+        yield "em_prior_training", None, fit.training_prior
+    if fit.model is None:
+        return
+    yield "em_prior_residue", None, fit.model.prior
+    yield "em_iterations", None, float(fit.model.iterations)
+    for comparison, ms, us in zip(COMPARISONS, fit.model.m, fit.model.u):
+        for name, m, u in zip(comparison.levels, ms, us):
+            yield "em_m", f"{comparison.name}:{name}", m
+            yield "em_u", f"{comparison.name}:{name}", u
+
+
+def build_report(
+    spark: SparkSession,
+    outcomes: DataFrame,
+    new_persons: DataFrame,
+    fit: ScoredFit,
+    run: int,
+) -> DataFrame:
+    """The run's report rows. `outcomes`: one row per record key linked by this run
+    (source, provider, match_step, match_weight, best_weight, ambiguous_step);
+    `new_persons`: (person_id, origin) of persons founded by this run.
+    """
+    low, high = SCORE_RANGE
+    score_bin = F.greatest(F.least(F.floor("best_weight"), F.lit(high)), F.lit(low))
+    false_share = 1.0 / (1.0 + F.pow(F.lit(2.0), F.col("match_weight")))
+    model = spark.createDataFrame(
+        [(metric, level, value) for metric, level, value in _model_rows(fit)],
+        "metric string, level string, value double",
+    )
+    parts = [
+        _rows(_counted(outcomes, "source", "provider", _step()), "records", run),
+        _rows(
+            _counted(
+                outcomes.filter(F.col("ambiguous_step").isNotNull()),
+                "source", "provider", _step(), F.col("ambiguous_step").alias("level"),
+            ),
+            "ambiguous",
+            run,
+        ),
+        _rows(
+            _counted(
+                outcomes.filter(F.col("best_weight").isNotNull()),
+                "source", _step(), score_bin.cast("string").alias("level"),
+            ),
+            "score_distribution",
+            run,
+        ),
+        _rows(
+            outcomes.filter(F.col("match_step") == SCORED)
+            .groupBy("source")
+            .agg(F.sum(false_share).alias("value")),
+            "expected_false_links",
+            run,
+        ),
+        _rows(
+            new_persons.groupBy(F.col("origin").alias("level")).agg(
+                F.count_distinct("person_id").alias("value")
+            ),
+            "new_persons",
+            run,
+        ),
+        model.select(
+            F.lit(run).alias("run"),
+            "metric",
+            *[F.lit(None).cast("string").alias(c) for c in ("source", "provider", "match_step")],
+            "level",
+            "value",
+        ),
+    ]
+    result = parts[0]
+    for part in parts[1:]:
+        result = result.unionByName(part)
+    return result
+
+
+def summarise(report: DataFrame, run: int) -> dict[str, Any]:
+    """The run's headline figures, from its report rows (a few hundred at most)."""
+    totals = (
+        report.filter((F.col("run") == run) & (F.col("metric") != "score_distribution"))
+        .groupBy("metric", "source", "match_step", "level")
+        .agg(F.sum("value").alias("value"))
+        .collect()
+    )
+    records: dict[str, dict[str, int]] = {}
+    ambiguous: dict[str, int] = {}
+    summary: dict[str, Any] = {"run": run, "records": records, "ambiguous": ambiguous}
+    for row in totals:
+        metric, source, value = row["metric"], row["source"], row["value"]
+        if metric == "records":
+            records.setdefault(source, {})[row["match_step"]] = int(value)
+        elif metric == "ambiguous":
+            ambiguous[source] = ambiguous.get(source, 0) + int(value)
+        elif metric in ("new_persons", "candidate_pairs", "em_m", "em_u"):
+            summary.setdefault(metric, {})[row["level"]] = value
+        elif metric == "expected_false_links":
+            summary.setdefault(metric, {})[source] = round(value, 3)
+        else:
+            summary[metric] = value
+    hospital = [steps for source, steps in records.items() if source != GP]
+    total = sum(sum(steps.values()) for steps in hospital)
+    linked = sum(n for steps in hospital for step, n in steps.items() if step != UNLINKED)
+    summary["hes_linked_share"] = round(linked / total, 6) if total else None
+    return summary

@@ -1,0 +1,49 @@
+"""Tunable parameters of linkage (`linkage:` in conf/*.yaml), validated on load.
+
+Only the scored step has knobs. The deterministic steps are the published CPRD-HES
+algorithm and the blocking rules are part of the method, so neither is configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from caredata_spark.config import ConfigError, from_mapping
+
+
+@dataclass(frozen=True)
+class LinkageSettings:
+    """`min_probability` is the one quality knob of the scored step.
+
+    A scored link needs posterior match probability >= min_probability against every
+    non-match AND the same odds against the runner-up person, so the expected share of
+    false links among scored links is at most 1 - min_probability (under the model).
+    """
+
+    min_probability: float = 0.999
+    em_sample_signatures: int = 200_000  # EM fits m/u on the candidate pairs of about this many
+    em_max_iterations: int = 200
+    em_tolerance: float = 1e-7
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.min_probability < 1.0:
+            raise ConfigError(
+                f"min_probability: expected a probability in (0.5, 1), got {self.min_probability}"
+            )
+        if self.em_sample_signatures < 1:
+            raise ConfigError(f"em_sample_signatures: expected >= 1, got {self.em_sample_signatures}")
+        if self.em_max_iterations < 1:
+            raise ConfigError(f"em_max_iterations: expected >= 1, got {self.em_max_iterations}")
+        if not self.em_tolerance > 0:
+            raise ConfigError(f"em_tolerance: expected > 0, got {self.em_tolerance}")
+
+    @property
+    def min_weight(self) -> float:
+        """The threshold as a match weight (log2 odds): 0.999 -> 9.97 bits."""
+        return math.log2(self.min_probability / (1.0 - self.min_probability))
+
+
+def linkage_settings(section: dict[str, Any]) -> LinkageSettings:
+    return from_mapping(LinkageSettings, section, "linkage")
