@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "caredata_spark.crypto_commands",
     "caredata_spark.encrypt_command",
     "caredata_spark.ingest",
+    "caredata_spark.linkage.command",
     "caredata_spark.quarantine",
     "caredata_spark.release",
     "caredata_spark.subject_access",
