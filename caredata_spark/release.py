@@ -133,8 +133,8 @@ def vault_fields(vault_key: KeyFrame, source: str, wanted: Sequence[str]) -> Cal
     def clear(name: str) -> Column:
         value = decrypted(VAULT_SOURCES[name], vault_key)
         if name == "year_of_birth":
-            return F.year(F.try_to_date(value, F.lit("yyyy-MM-dd")))
-        return F.try_to_date(value, F.lit("yyyy-MM-dd")) if name == "dob" else value
+            return F.year(F.try_to_date(value, "yyyy-MM-dd"))
+        return F.try_to_date(value, "yyyy-MM-dd") if name == "dob" else value
 
     def transform(vault: DataFrame) -> DataFrame:
         one_row = (
