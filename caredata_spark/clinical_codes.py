@@ -113,9 +113,10 @@ def load_icd10_chapters(path: str | Path | None = None) -> list[Icd10Chapter]:
     """
     codes_path = Path(path) if path else DEFAULT_CODES
     data = read_yaml(codes_path)
-    section = {k: v for k, v in data.items() if k == "icd10_chapters"} if isinstance(data, dict) else data
+    if isinstance(data, dict):  # the file's other sections have their own readers
+        data = {k: v for k, v in data.items() if k == "icd10_chapters"}
     try:
-        return from_mapping(Icd10Chapters, section).icd10_chapters
+        return from_mapping(Icd10Chapters, data).icd10_chapters
     except ConfigError as err:
         raise ConfigError(f"{codes_path}: {err}") from None
 
