@@ -7,10 +7,11 @@ pseudonyms. Red releases add identifiers decrypted from the vault.
 
 Objections: a person is out when the latest type 2 code across all their GP records, on
 the release date, is a dissent (a withdrawal recorded at a later practice ends an
-objection recorded at an earlier one). Records that linkage has not tied to a person
-(unlinked or not yet linked) are withheld too: nothing says whether their patient
-objected, and type 2 is a promise to the patient, so doubt excludes. Only a red release
-under a civil emergency overrides objections, and then unlinked records go out as well.
+objection recorded at an earlier one). Records that linkage could not tie to a person are
+withheld too: nothing says whether their patient objected, and type 2 is a promise to the
+patient, so doubt excludes. Only a red release under a civil emergency overrides
+objections, and then unlinked records go out as well. Records linkage has not yet seen
+(not in the link map) are never released: a release is only as fresh as the last link run.
 
 Delivery: per dataset, CSV part files each encrypted to the recipient's public key (the
 ingest envelope), and `manifest.json` (agreement, fields, rows, risk, SHA-256 of every
@@ -53,6 +54,7 @@ from caredata_spark.contract import DATASETS, Dataset
 from caredata_spark.envelope import ENVELOPE_SUFFIX, encrypt_file
 from caredata_spark.errors import CaredataError
 from caredata_spark.identity import decrypted
+from caredata_spark.ingest import OBJECTION_EVENTS
 from caredata_spark.keyed_hash import KeyFrame, key_frame, with_key_material
 from caredata_spark.keys import KeyMaterialError, Role, TransportPublicKey, key_file, load_public_key
 from caredata_spark.objections import EVENTS_COLUMNS, in_force
@@ -65,7 +67,6 @@ from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, RELEASE_
 LOG = get_logger("release")
 GP_SOURCE = "gp"
 TYPE2 = 2
-OBJECTION_EVENTS = "record_key string, objection_type int, status string, event_date date, submission_id string"
 VAULT_SOURCES = {"year_of_birth": "enc_dob", "dob": "enc_dob", "nhs_number": "enc_nhs_number", "postcode": "enc_postcode"}
 MANIFEST = "manifest.json"
 PRIVATE_DIR = 0o700
