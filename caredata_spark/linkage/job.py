@@ -171,14 +171,9 @@ def link(
 
         to_link = keep(hes_signatures.join(founders.select("signature"), on="signature", how="left_anti"))
         deterministic = keep(link_deterministic(to_link, reference))
-        residue = to_link.join(
-            deterministic.filter(F.col("person_id").isNotNull()).select("signature"),
-            on="signature",
-            how="left_anti",
-        )
         with stage(logger, "scored_step", run=state.run) as metrics:
-            hospital_rows = sum(n for source, n in per_source.items() if source != GP)
-            scored, fit = link_scored(to_link, residue, reference, settings, hospital_rows)
+            known = deterministic.filter(F.col("person_id").isNotNull()).select("signature", "person_id")
+            scored, fit = link_scored(to_link, known, reference, settings)
             metrics.update(fit.figures())
 
         signature_outcomes = _outcomes(

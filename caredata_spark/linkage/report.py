@@ -9,9 +9,9 @@ One row per (run, metric, source, provider, match_step, level) with a numeric `v
 | score_distribution     | source, match_step, level              | keys scored, by best weight rounded down (bits) |
 | expected_false_links   | source                                 | sum of (1 - match probability) over scored links |
 | new_persons            | level (origin gp / hes)                | persons founded by the run     |
-| candidate_pairs        | level (blocking rule)                  | scored-step pairs per rule     |
 | em_m, em_u             | level (`comparison:level`)             | fitted probabilities           |
-| em_prior_training, em_prior_residue, em_iterations, threshold_weight, training_pairs | - | scalars |
+| training_pairs, em_iterations, em_session_match_share | level (training session) | EM sessions |
+| threshold_weight, prior_weight, random_pairs | -                | scalars of the scored step     |
 
 Counts only: no record key, person id or hash ever reaches the report.
 """
@@ -57,15 +57,14 @@ def _counted(frame: DataFrame, *keys: Column | str) -> DataFrame:
 
 def _model_rows(fit: ScoredFit) -> Iterable[tuple[str, str | None, float]]:
     yield "threshold_weight", None, fit.min_weight
-    yield "training_pairs", None, float(fit.training_pairs)
-    for rule, pairs in fit.pairs_per_rule:
-        yield "candidate_pairs", rule, float(pairs)
-    if fit.training_prior is not None:
-        yield "em_prior_training", None, fit.training_prior
+    yield "random_pairs", None, float(fit.random_pairs)
+    for rule, pairs, session in fit.sessions:
+        yield "training_pairs", rule, float(pairs)
+        yield "em_iterations", rule, float(session.iterations)
+        yield "em_session_match_share", rule, session.prior
     if fit.model is None:
         return
-    yield "em_prior_residue", None, fit.model.prior
-    yield "em_iterations", None, float(fit.model.iterations)
+    yield "prior_weight", None, fit.model.prior_weight
     for comparison, ms, us in zip(COMPARISONS, fit.model.m, fit.model.u):
         for name, m, u in zip(comparison.levels, ms, us):
             yield "em_m", f"{comparison.name}:{name}", m
@@ -153,7 +152,7 @@ def summarise(report: DataFrame, run: int) -> dict[str, Any]:
             records.setdefault(source, {})[row["match_step"]] = int(value)
         elif metric == "ambiguous":
             ambiguous[source] = ambiguous.get(source, 0) + int(value)
-        elif metric in ("new_persons", "candidate_pairs", "em_m", "em_u"):
+        elif row["level"] is not None and source is None:
             summary.setdefault(metric, {})[row["level"]] = value
         elif metric == "expected_false_links":
             summary.setdefault(metric, {})[source] = round(value, 3)

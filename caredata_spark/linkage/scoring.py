@@ -1,18 +1,21 @@
-"""The scored step: a Fellegi-Sunter model with m/u probabilities estimated by EM.
+"""The scored step: a Fellegi-Sunter model whose m/u probabilities are estimated as Splink does.
 
 It recovers links the rules miss (one mistyped NHS digit, day/month swapped, a DOB digit
-wrong, a stale postcode) while staying on hashes:
+wrong, a stale postcode) while staying on hashes.
 
-- Blocking (`BLOCKING_RULES`): the NHS number with one digit deleted (10 keys: any single
-  wrong digit still shares 9), DOB + sex + postcode district, swapped DOB + district, and
-  two-of-three DOB parts + sex + district. All keys combine identifiers, so blocks stay
-  small at national scale (~1 person per DOB + sex + district).
+- Blocking (`BLOCKING_RULES`): the NHS number with one digit deleted (10 keys: a number
+  with one wrong digit still shares 9), DOB + sex + postcode district, swapped DOB +
+  district, and two-of-three DOB parts + sex + district. Every key combines identifiers,
+  so blocks stay small at national scale (about one person per DOB + sex + district).
 - Comparison vectors (`COMPARISONS`): one small integer level per identifier, computed by
-  built-in expressions on the pair's hashes; level 0 is "missing" and weighs nothing.
-- EM: the comparison vectors are reduced in Spark to counts per distinct vector (at most
-  4 x 5 x 3 x 4 = 240 rows, whatever the population): these counts are the sufficient
-  statistics of the model, so every EM iteration runs on them on the driver, exactly as if
-  it had aggregated the pairs again, without another pass over the data.
+  built-in expressions on the pair's hashes; level 0 means missing and weighs nothing.
+- Estimation, without labels: u (how often two different people agree) from random pairs;
+  m (how often one person's records agree) by EM with u held, in training sessions
+  blocked on one identifier, that identifier left out of its own session (its agreement
+  was forced by the blocking); the prior is one match per record among the persons.
+  Pairs are reduced in Spark to counts per comparison vector (at most 4 x 5 x 3 x 4 = 240
+  rows, whatever the population): these are the sufficient statistics of the model, so
+  the EM iterations run on them on the driver exactly as if they re-aggregated the pairs.
 - Two valid NHS numbers that differ are never scored as one person: a Modulus 11 number
   cannot become another valid number by one typo, so such a pair is two people (twins
   with the same DOB, sex and postcode are exactly this case).
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
@@ -33,6 +36,7 @@ from pyspark.sql import functions as F
 
 from caredata_spark.linkage.blocking import RECORD, REFERENCE, BlockingRule, candidate_pairs
 from caredata_spark.linkage.deterministic import agree
+from caredata_spark.linkage.records import IDENTITY_COLUMNS
 from caredata_spark.linkage.settings import LinkageSettings
 
 SCORED = "scored"
@@ -122,41 +126,49 @@ def _nhs_contradicted() -> Column:
     return _present("h_nhs") & (F.col(RECORD + "h_nhs") != F.col(REFERENCE + "h_nhs"))
 
 
-def scored_pairs(records: DataFrame, reference: DataFrame) -> DataFrame:
-    """Candidate pairs with one level column per comparison; contradicting NHS pairs dropped."""
-    return (
-        candidate_pairs(records, reference, BLOCKING_RULES)
-        .filter(~_nhs_contradicted())
-        .select(
-            "signature",
-            "person_id",
-            "blocking_rule",
-            *[c.level().alias(name) for c, name in zip(COMPARISONS, LEVEL_COLUMNS)],
-        )
+def compared(pairs: DataFrame) -> DataFrame:
+    """Add one level column per comparison to candidate pairs."""
+    return pairs.select(
+        "*", *[c.level().alias(name) for c, name in zip(COMPARISONS, LEVEL_COLUMNS)]
     )
 
 
-def pattern_counts(pairs: DataFrame) -> list[tuple[str, Pattern, int]]:
-    """Pairs per blocking rule and comparison vector: at most 6 x 240 rows, all that is collected."""
-    rows = pairs.groupBy("blocking_rule", *LEVEL_COLUMNS).count().collect()
-    return [
-        (row["blocking_rule"], tuple(int(row[c]) for c in LEVEL_COLUMNS), int(row["count"]))
-        for row in rows
-    ]
+def scored_pairs(records: DataFrame, reference: DataFrame) -> DataFrame:
+    """Candidate pairs of the scored step, compared; pairs of two different NHS numbers dropped."""
+    return compared(
+        candidate_pairs(records, reference, BLOCKING_RULES).filter(~_nhs_contradicted())
+    ).select("signature", "person_id", "blocking_rule", *LEVEL_COLUMNS)
 
 
-def by_pattern(counts: Sequence[tuple[str, Pattern, int]]) -> list[tuple[Pattern, int]]:
-    totals: dict[Pattern, int] = {}
-    for _, pattern, n in counts:
-        totals[pattern] = totals.get(pattern, 0) + n
-    return sorted(totals.items())
+def random_pairs(
+    records: DataFrame, reference: DataFrame, sizes: int, target: int, known: DataFrame
+) -> DataFrame:
+    """About `target` of the `sizes` (record, reference identity) pairs, drawn by hash,
+    without the `known` links (signature, person_id): non-matches, to estimate u from.
+
+    A random pair is a match with probability ~1/persons, but for the agreements only a
+    match shows (an equal NHS number) that is all there is to see: left in, those pairs
+    would make u ~ m/persons and cancel the prior. Both sides get a bucket from a hash of
+    their signature and are joined on it, so pairs number sizes / buckets, no cartesian
+    product.
+    """
+    buckets = max(1, sizes // max(target, 1))
+
+    def bucketed(frame: DataFrame, ids: Sequence[Column], prefix: str) -> DataFrame:
+        bucket = F.pmod(F.xxhash64(F.lit("random pairs"), F.col("signature")), F.lit(buckets))
+        return frame.select(bucket.alias("bucket"), *ids, *[F.col(c).alias(prefix + c) for c in IDENTITY_COLUMNS])
+
+    pairs = bucketed(records, [F.col("signature")], RECORD).join(
+        bucketed(reference, [F.col("person_id")], REFERENCE), on="bucket", how="inner"
+    )
+    unknown = pairs.join(known, on=["signature", "person_id"], how="left_anti")
+    return compared(unknown).select(*LEVEL_COLUMNS)
 
 
-def by_rule(counts: Sequence[tuple[str, Pattern, int]]) -> tuple[tuple[str, int], ...]:
-    totals: dict[str, int] = {}
-    for rule, _, n in counts:
-        totals[rule] = totals.get(rule, 0) + n
-    return tuple(sorted(totals.items()))
+def pattern_counts(pairs: DataFrame) -> list[tuple[Pattern, int]]:
+    """Pairs per comparison vector: at most 240 rows, the only thing collected."""
+    rows = pairs.groupBy(*LEVEL_COLUMNS).count().collect()
+    return sorted((tuple(int(row[c]) for c in LEVEL_COLUMNS), int(row["count"])) for row in rows)
 
 
 @dataclass(frozen=True)
@@ -166,7 +178,6 @@ class MatchModel:
     m: tuple[tuple[float, ...], ...]
     u: tuple[tuple[float, ...], ...]
     prior: float
-    iterations: int = 0
 
     def level_weights(self) -> list[list[float]]:
         """log2(m/u) per comparison, with 0.0 first for the missing level."""
@@ -180,9 +191,6 @@ class MatchModel:
         weights = self.level_weights()
         return self.prior_weight + sum(w[level] for w, level in zip(weights, pattern))
 
-    def with_prior(self, prior: float) -> MatchModel:
-        return MatchModel(self.m, self.u, prior, self.iterations)
-
     def weight_column(self) -> Column:
         """The match weight of a pair as a built-in expression over its level columns."""
         total: Column = F.lit(self.prior_weight)
@@ -194,91 +202,84 @@ class MatchModel:
         return total
 
 
-PRIOR_BOUNDS = (1e-9, 1.0 - 1e-9)
-PSEUDO_COUNT = 0.5  # per level: keeps unseen levels finite on small data
+PRIOR_BOUNDS = (1e-12, 1.0 - 1e-12)
+PSEUDO_COUNT = 0.5  # per level: an agreement never seen is rare, not impossible
 
 
-def _initial_model() -> MatchModel:
-    """Matches agree, non-matches do not: EM then labels the agreeing cluster as matches."""
-
-    def normalised(values: Sequence[float]) -> tuple[float, ...]:
-        total = sum(values)
-        return tuple(v / total for v in values)
-
-    m = tuple(normalised([4.0**k for k in range(len(c.levels))]) for c in COMPARISONS)
-    u = tuple(normalised([4.0 ** (len(c.levels) - 1 - k) for k in range(len(c.levels))]) for c in COMPARISONS)
-    return MatchModel(m, u, 0.5)
-
-
-def _posteriors(model: MatchModel, patterns: Sequence[tuple[Pattern, int]]) -> list[float]:
-    """P(match | pattern) for each pattern."""
-    weights = model.level_weights()
-    return [
-        1.0 / (1.0 + 2.0 ** -(model.prior_weight + sum(w[lv] for w, lv in zip(weights, p))))
-        for p, _ in patterns
-    ]
-
-
-def fit_em(
-    patterns: Sequence[tuple[Pattern, int]], max_iterations: int = 200, tolerance: float = 1e-7
-) -> MatchModel:
-    """Maximum likelihood m, u and prior of a two-class mixture of comparison vectors."""
-    model = _initial_model()
-    total = sum(n for _, n in patterns)
-    for iteration in range(1, max_iterations + 1):
-        post = _posteriors(model, patterns)
-        matched = [n * p for (_, n), p in zip(patterns, post)]
-        unmatched = [n * (1.0 - p) for (_, n), p in zip(patterns, post)]
-        m, u = [], []
-        for index, comparison in enumerate(COMPARISONS):
-            m.append(_level_shares(patterns, matched, index, len(comparison.levels)))
-            u.append(_level_shares(patterns, unmatched, index, len(comparison.levels)))
-        prior = min(max(sum(matched) / total, PRIOR_BOUNDS[0]), PRIOR_BOUNDS[1])
-        updated = MatchModel(tuple(m), tuple(u), prior, iteration)
-        change = max(
-            abs(prior - model.prior),
-            *(abs(a - b) for new, old in ((updated.m, model.m), (updated.u, model.u))
-              for xs, ys in zip(new, old) for a, b in zip(xs, ys)),
-        )
-        model = updated
-        if change < tolerance:
-            break
-    return model
-
-
-def _level_shares(
-    patterns: Sequence[tuple[Pattern, int]], mass: Sequence[float], index: int, levels: int
-) -> tuple[float, ...]:
-    totals = [PSEUDO_COUNT] * levels
-    for (pattern, _), weight in zip(patterns, mass):
+def level_shares(patterns: Sequence[tuple[Pattern, float]], index: int) -> tuple[float, ...]:
+    """Share of each level of comparison `index` among patterns where it is not missing."""
+    totals = [PSEUDO_COUNT] * len(COMPARISONS[index].levels)
+    for pattern, mass in patterns:
         if pattern[index] > 0:
-            totals[pattern[index] - 1] += weight
+            totals[pattern[index] - 1] += mass
     grand = sum(totals)
     return tuple(t / grand for t in totals)
 
 
-def fit_prior(
-    model: MatchModel,
+def estimate_u(random_patterns: Sequence[tuple[Pattern, int]]) -> tuple[tuple[float, ...], ...]:
+    """u from random pairs, where matches are a negligible 1 in (number of persons)."""
+    return tuple(level_shares(random_patterns, index) for index in range(len(COMPARISONS)))
+
+
+def _initial_m() -> list[tuple[float, ...]]:
+    """Records of one person mostly agree: best level most likely."""
+    shapes = [[4.0**k for k in range(len(c.levels))] for c in COMPARISONS]
+    return [tuple(v / sum(shape) for v in shape) for shape in shapes]
+
+
+@dataclass(frozen=True)
+class Session:
+    """EM over one training blocking rule's pairs: m of `estimated`, match share `prior`."""
+
+    m: tuple[tuple[float, ...], ...]
+    prior: float
+    iterations: int
+
+
+def fit_m(
     patterns: Sequence[tuple[Pattern, int]],
+    u: Sequence[Sequence[float]],
+    estimated: Sequence[int],
     max_iterations: int = 200,
     tolerance: float = 1e-7,
-) -> MatchModel:
-    """EM for the match share alone, m and u held: the prior of another set of pairs.
+) -> Session:
+    """EM for m (of the comparisons `estimated`) and the match share, u held fixed.
 
-    m and u describe how identifiers of one person (or of two people) compare, which does
-    not change between sets of pairs; the share of true matches does. Pairs left over after
-    the deterministic steps hold far fewer matches than the training pairs.
+    Comparisons not estimated are left out of the likelihood: in a session blocked on an
+    identifier, agreement on it says nothing about match status.
     """
+    m = _initial_m()
+    prior = 0.5
     total = sum(n for _, n in patterns)
-    for _ in range(max_iterations):
-        post = _posteriors(model, patterns)
-        prior = sum(n * p for (_, n), p in zip(patterns, post)) / total
-        prior = min(max(prior, PRIOR_BOUNDS[0]), PRIOR_BOUNDS[1])
-        done = abs(prior - model.prior) < tolerance
-        model = model.with_prior(prior)
-        if done:
+    iteration = 0
+    for iteration in range(1, max_iterations + 1):
+        matched = []
+        for pattern, n in patterns:
+            log_ratio = math.log2(prior / (1.0 - prior)) + sum(
+                math.log2(m[c][pattern[c] - 1] / u[c][pattern[c] - 1])
+                for c in estimated
+                if pattern[c] > 0
+            )
+            matched.append((pattern, n / (1.0 + 2.0 ** -max(min(log_ratio, 1000.0), -1000.0))))
+        new_m = list(m)
+        for c in estimated:
+            new_m[c] = level_shares(matched, c)
+        new_prior = min(max(sum(mass for _, mass in matched) / total, PRIOR_BOUNDS[0]), PRIOR_BOUNDS[1])
+        change = max(
+            abs(new_prior - prior),
+            *(abs(a - b) for c in estimated for a, b in zip(new_m[c], m[c])),
+        )
+        m, prior = new_m, new_prior
+        if change < tolerance:
             break
-    return model
+    return Session(tuple(m), prior, iteration)
+
+
+# (blocking rule, comparisons EM estimates in it, comparisons whose m it provides)
+TRAINING_SESSIONS: tuple[tuple[BlockingRule, tuple[str, ...], tuple[str, ...]], ...] = (
+    (BlockingRule("train_nhs", ("h_nhs",)), ("dob", "sex", "postcode"), ("dob", "sex", "postcode")),
+    (BlockingRule("train_postcode", ("h_postcode",)), ("nhs", "dob", "sex"), ("nhs",)),
+)
 
 
 def decide(min_weight: float) -> Callable[[DataFrame], DataFrame]:
@@ -324,68 +325,82 @@ SCORED_DDL = (
 
 @dataclass(frozen=True)
 class ScoredFit:
-    """What the scored step estimated and saw, for the report (parameters, never data)."""
+    """What the scored step estimated and from how much, for the report (never data)."""
 
     model: MatchModel | None
     min_weight: float
-    training_pairs: int = 0
-    residue_pairs: int = 0
-    pairs_per_rule: tuple[tuple[str, int], ...] = ()
-    training_prior: float | None = None
+    random_pairs: int = 0
+    sessions: tuple[tuple[str, int, Session], ...] = ()  # (rule, pairs, fit)
 
     def figures(self) -> dict[str, Any]:
-        figures: dict[str, Any] = {
-            "training_pairs": self.training_pairs,
-            "residue_pairs": self.residue_pairs,
-            "threshold_weight": round(self.min_weight, 3),
-        }
+        figures: dict[str, Any] = {"random_pairs": self.random_pairs, "threshold_weight": round(self.min_weight, 3)}
+        for rule, pairs, session in self.sessions:
+            figures[f"{rule}_pairs"] = pairs
+            figures[f"{rule}_iterations"] = session.iterations
         if self.model is not None:
-            figures["em_iterations"] = self.model.iterations
-            figures["training_prior"] = self.training_prior
-            figures["residue_prior"] = self.model.prior
+            figures["prior_weight"] = round(self.model.prior_weight, 3)
         return figures
 
 
-def em_sample(signatures: DataFrame, available: int, target: int) -> DataFrame:
-    """About `target` of `available` signatures, chosen by hash: the same on every re-run."""
+def sample_signatures(signatures: DataFrame, available: int, target: int) -> DataFrame:
+    """About `target` of the `available` signatures, chosen by hash: the same on every re-run."""
     if available <= target:
         return signatures
     buckets = int(SAMPLE_BUCKETS * target / available)
     return signatures.filter(F.pmod(F.xxhash64("signature"), F.lit(SAMPLE_BUCKETS)) < buckets)
 
 
+def train(
+    to_link: DataFrame, reference: DataFrame, known: DataFrame, settings: LinkageSettings
+) -> ScoredFit:
+    """u from random pairs, m by EM sessions, prior = one match among the persons.
+
+    `known`: (signature, person_id) links already made (by the rules), kept out of u.
+    Only counts per comparison vector reach the driver (one small collect per session).
+    """
+    reference_rows, persons = reference.agg(F.count(F.lit(1)), F.count_distinct("person_id")).first()
+    available = to_link.count()
+    if not available or not persons:
+        return ScoredFit(None, settings.min_weight)
+    sample = sample_signatures(to_link, available, settings.em_sample_signatures)
+    sample_size = min(available, settings.em_sample_signatures)
+    random = pattern_counts(
+        random_pairs(sample, reference, sample_size * reference_rows, settings.u_sample_pairs, known)
+    )
+    u = estimate_u(random)
+    m = _initial_m()
+    sessions = []
+    names = [c.name for c in COMPARISONS]
+    for rule, estimated, provided in TRAINING_SESSIONS:
+        counts = pattern_counts(compared(candidate_pairs(sample, reference, [rule])))
+        if not counts:
+            continue  # nothing to learn from: the initial m stands for what it provides
+        session = fit_m(
+            counts, u, [names.index(c) for c in estimated], settings.em_max_iterations, settings.em_tolerance
+        )
+        for name in provided:
+            m[names.index(name)] = session.m[names.index(name)]
+        sessions.append((rule.name, sum(n for _, n in counts), session))
+    model = MatchModel(tuple(m), u, 1.0 / (persons + 1))
+    return ScoredFit(model, settings.min_weight, sum(n for _, n in random), tuple(sessions))
+
+
 def link_scored(
     to_link: DataFrame,
-    residue: DataFrame,
+    known: DataFrame,
     reference: DataFrame,
     settings: LinkageSettings,
-    available: int,
 ) -> tuple[DataFrame, ScoredFit]:
-    """Fit m/u by EM on a sample of all signatures, then score the residue against persons.
+    """Train on (a sample of) all signatures to link, then score the residue against persons.
 
-    m/u are learnt on candidate pairs of signatures the rules can link too, where matches
-    are plentiful; the prior is then re-fitted on the residue's own pairs. Returns, per
-    residue signature with candidates, the `decide` columns. `available` bounds the number
-    of signatures in `to_link` (their records' count will do: no extra pass to count them).
+    `known`: the signatures the rules linked, with their person; the rest is the residue.
+    Training uses every signature, not only the residue: the rules' easy links are where
+    most matches are, and m describes matches. Returns, per residue signature with
+    candidates, the `decide` columns.
     """
-    empty = to_link.sparkSession.createDataFrame([], SCORED_DDL)
-    sample = em_sample(to_link, available, settings.em_sample_signatures)
-    training = by_pattern(pattern_counts(scored_pairs(sample, reference)))
-    if not training:
-        return empty, ScoredFit(None, settings.min_weight)
-    model = fit_em(training, settings.em_max_iterations, settings.em_tolerance)
-    pairs = scored_pairs(residue, reference)
-    residue_counts = pattern_counts(pairs)
-    fit = ScoredFit(
-        None,
-        settings.min_weight,
-        training_pairs=sum(n for _, n in training),
-        residue_pairs=sum(n for _, _, n in residue_counts),
-        pairs_per_rule=by_rule(residue_counts),
-        training_prior=model.prior,
-    )
-    if not residue_counts:
-        return empty, replace(fit, model=model)
-    model = fit_prior(model, by_pattern(residue_counts), settings.em_max_iterations, settings.em_tolerance)
-    weighted = pairs.withColumn("match_weight", model.weight_column())
-    return weighted.transform(decide(settings.min_weight)), replace(fit, model=model)
+    fit = train(to_link, reference, known, settings)
+    if fit.model is None:
+        return to_link.sparkSession.createDataFrame([], SCORED_DDL), fit
+    residue = to_link.join(known.select("signature"), on="signature", how="left_anti")
+    weighted = scored_pairs(residue, reference).withColumn("match_weight", fit.model.weight_column())
+    return weighted.transform(decide(settings.min_weight)), fit

@@ -23,7 +23,8 @@ class LinkageSettings:
     """
 
     min_probability: float = 0.999
-    em_sample_signatures: int = 200_000  # EM fits m/u on the candidate pairs of about this many
+    em_sample_signatures: int = 200_000  # training uses the pairs of about this many records
+    u_sample_pairs: int = 2_000_000  # random pairs u is estimated from
     em_max_iterations: int = 200
     em_tolerance: float = 1e-7
 
@@ -34,6 +35,8 @@ class LinkageSettings:
             )
         if self.em_sample_signatures < 1:
             raise ConfigError(f"em_sample_signatures: expected >= 1, got {self.em_sample_signatures}")
+        if self.u_sample_pairs < 1:
+            raise ConfigError(f"u_sample_pairs: expected >= 1, got {self.u_sample_pairs}")
         if self.em_max_iterations < 1:
             raise ConfigError(f"em_max_iterations: expected >= 1, got {self.em_max_iterations}")
         if not self.em_tolerance > 0:
