@@ -182,41 +182,59 @@ def feasibility(
     """Feasibility intervals of `cells` (indices) given per-cell bounds an attacker knows.
 
     With exact=False, an interval is only widened until it reaches `required` (see the
-    module docstring); failing cells always get exact intervals.
+    module docstring); the intervals of failing cells are always exact. Every LP solution
+    is a feasible table, so each one widens the seen range of every cell, not only the
+    cell it was solved for.
     """
     constraints = shape.constraints()
     bounds = np.column_stack([lower, upper]).astype(float)
     seen_lo = value.astype(float)[cells]
     seen_hi = seen_lo.copy()
     is_exact = np.zeros(len(cells), dtype=bool)
+    cap = value[cells] + required
+
+    def record(x: np.ndarray) -> None:
+        np.minimum(seen_lo, x[cells], out=seen_lo)
+        np.maximum(seen_hi, x[cells], out=seen_hi)
+
+    def short() -> np.ndarray:
+        return seen_hi - seen_lo < required - TOLERANCE
 
     if not exact:
         capped = bounds.copy()
-        capped[cells, 1] = np.minimum(capped[cells, 1], value[cells] + required)
-        open_ = np.ones(len(cells), dtype=bool)
+        capped[cells, 1] = np.minimum(capped[cells, 1], cap)
+        open_ = short()
         while open_.any():
             objective = np.zeros(len(value))
             objective[cells[open_]] = 1.0
             for sign in (-1.0, 1.0):
                 x = _solve(sign * objective, capped, constraints)
                 assert x is not None  # every objective cell is capped
-                seen_lo = np.minimum(seen_lo, x[cells])
-                seen_hi = np.maximum(seen_hi, x[cells])
-            still = open_ & (seen_hi - seen_lo < required - TOLERANCE)
+                record(x)
+            still = open_ & short()
             if still.sum() == open_.sum():
                 break
             open_ = still
 
-    pending = range(len(cells)) if exact else np.flatnonzero(seen_hi - seen_lo < required - TOLERANCE)
-    for i in pending:
+    for i in range(len(cells)) if exact else np.flatnonzero(short()):
+        if not (exact or short()[i]):
+            continue  # proven by the solution of an earlier cell
         objective = np.zeros(len(value))
         objective[cells[i]] = 1.0
-        top = _solve(-objective, bounds, constraints)
-        seen_hi[i] = np.inf if top is None else top[cells[i]]
-        if exact or seen_hi[i] - seen_lo[i] < required[i] - TOLERANCE:
+        target = bounds.copy()
+        if not exact:  # reaching the cap proves enough; below it, the max is exact
+            target[cells[i], 1] = min(target[cells[i], 1], cap[i])
+        top = _solve(-objective, target, constraints)
+        if top is None:
+            seen_hi[i] = np.inf
+        else:
+            record(top)
+        if seen_lo[i] <= bounds[cells[i], 0]:
+            is_exact[i] = top is None or seen_hi[i] < cap[i] or exact  # the min is its bound
+        elif exact or short()[i]:
             bottom = _solve(objective, bounds, constraints)
             assert bottom is not None  # lower bounds are finite
-            seen_lo[i] = bottom[cells[i]]
+            record(bottom)
             is_exact[i] = True
     return Intervals(seen_lo, seen_hi, is_exact)
 

@@ -58,6 +58,9 @@ from caredata_spark.disclosure_audit import (
 SUPPRESSED_MARK = "*"  # HES convention: one mark for every suppressed cell, whatever the reason
 ROUNDED = "rounded"
 INHERITED_SUPPRESSED = "inherited_suppressed"
+FORCED = "forced"  # suppress and protect: asked for by a sub-table below
+UNLOCKED = "unlocked"  # an inherited total a sub-table had to suppress
+MAX_BACKTRACKS = 4
 
 # rounding -> (how far below and above a published value the true count can be)
 ROUNDING_SPREAD = {"nearest5": (2, 2), "midpoint6": (2, 3)}
@@ -152,37 +155,42 @@ def complements(
     need: np.ndarray,
     available: np.ndarray,
     value: np.ndarray,
+    last_resort: np.ndarray,
 ) -> np.ndarray:
     """One more cell to suppress per failing cell: from a relation it is in, else from a
-    relation sharing a cell with those."""
+    relation sharing a cell with those, else (`last_resort`) an inherited total of its
+    relations, which sends the choice back to the level above (see `protect`)."""
     by_cell = members.tocsc()
     picks = set()
     for cell, width in zip(failing, need):
-        relations = by_cell[:, cell].indices
-        near = np.unique(members[relations].indices)
-        pick = _cheapest_useful(near[available[near]], value, width)
-        if pick is None:
-            wider = np.unique(members[np.unique(by_cell[:, near].indices)].indices)
-            pick = _cheapest_useful(wider[available[wider]], value, width)
-        if pick is not None:
-            picks.add(pick)
+        near = np.unique(members[by_cell[:, cell].indices].indices)
+        wider = np.unique(members[np.unique(by_cell[:, near].indices)].indices)
+        for pool in (near[available[near]], wider[available[wider]], near[last_resort[near]]):
+            pick = _cheapest_useful(pool, value, width)
+            if pick is not None:
+                picks.add(pick)
+                break
     return np.array(sorted(picks), dtype=np.int64)
 
 
 def protect_subtable(cells: pd.DataFrame, shape: TableShape, policy: DisclosurePolicy) -> pd.DataFrame:
     """Suppression status of one sub-table's cells (see the module docstring).
 
-    Needs the columns of `mark_primary`, INHERITED and INHERITED_SUPPRESSED; returns the
-    cells decided here (not the inherited ones) with SUPPRESSED.
+    Needs the columns of `mark_primary`, FORCED (suppress and protect, as asked by a
+    sub-table below), INHERITED and INHERITED_SUPPRESSED. Returns the cells decided here
+    with SUPPRESSED, plus any inherited published cell this sub-table could only be
+    protected by suppressing, flagged UNLOCKED.
     """
     value = cells[VALUE].to_numpy(float)
     primary = cells[PRIMARY].to_numpy(bool)
     inherited = cells[INHERITED].to_numpy(bool)
-    suppressed = primary | (inherited & cells[INHERITED_SUPPRESSED].eq(True).to_numpy())
-    candidate = ~suppressed & ~inherited & (value > 0)
+    given = primary | cells[FORCED].to_numpy(bool) | (inherited & cells[INHERITED_SUPPRESSED].eq(True).to_numpy())
+    candidate = ~given & ~inherited & (value > 0)
+    unlockable = ~given & inherited & (value > 0)
     relations = structure(cells, shape)
     members = relations.members
-    pending = np.flatnonzero(suppressed & (primary | inherited))
+    suppressed = given
+    pending = np.flatnonzero(given)
     while True:
         suppressed = close_open_relations(members, suppressed, candidate, value)
         lower, upper = attacker_bounds(cells.assign(**{SUPPRESSED: suppressed}))
@@ -190,12 +198,14 @@ def protect_subtable(cells: pd.DataFrame, shape: TableShape, policy: DisclosureP
         found = feasibility(relations, value, lower, upper, pending, need)
         too_narrow = found.upper - found.lower < need - 1e-6
         pending, need = pending[too_narrow], need[too_narrow]
-        extra = complements(members, pending, need, candidate & ~suppressed, value)
+        extra = complements(members, pending, need, candidate & ~suppressed, value, unlockable & ~suppressed)
         if extra.size == 0:
             break
         suppressed[extra] = True
-    decided = cells.assign(**{SUPPRESSED: suppressed})[~inherited]
-    return decided[protected_columns(shape)]
+        pending = np.union1d(pending, extra[inherited[extra]])  # unlocked: protect it here too
+    unlocked = inherited & suppressed & ~given
+    decided = cells.assign(**{SUPPRESSED: suppressed, UNLOCKED: unlocked})[~inherited | unlocked]
+    return decided[[*protected_columns(shape), UNLOCKED]]
 
 
 # --- Spark -----------------------------------------------------------------------------
@@ -221,17 +231,21 @@ def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame]
     checkpointed because the next one reads its statuses (and a recomputed level would
     redo all its LPs). The statuses join back on the cell keys: a shuffle join of two
     table-sized frames (cells, not records), whatever the population.
+
+    Backtracking: when a sub-table can only be protected by suppressing one of its
+    inherited totals (say a published district total of 10 over seven 1-person cells pins
+    each to 1..4, however much else is hidden), that total is forced (suppressed and
+    protected) at the level above and the levels are run again, at most MAX_BACKTRACKS
+    times; a table still failing then is caught by the audit and not published.
     """
     keys = [*shape.dimensions, MEASURE]
 
     def protect_group(pdf: pd.DataFrame) -> pd.DataFrame:
         return protect_subtable(pdf.reset_index(drop=True), shape, policy)
 
-    def transform(cells: DataFrame) -> DataFrame:
-        marked = cells.transform(mark_primary(policy))
-        if not policy.secondary:
-            return marked.withColumn(SUPPRESSED, F.col(PRIMARY)).select(*protected_columns(shape))
+    def top_down(marked: DataFrame) -> tuple[DataFrame, DataFrame]:
         decided: DataFrame | None = None
+        unlocked: DataFrame | None = None
         for level in range(subtable_levels(shape)):
             members = marked.transform(subtables(shape, level))
             if decided is None:
@@ -243,11 +257,31 @@ def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame]
                 members = members.join(above, on=keys, how="left")
             result = (
                 members.groupBy(SUBTABLE)
-                .applyInPandas(protect_group, protected_schema(shape))
+                .applyInPandas(protect_group, f"{protected_schema(shape)}, {UNLOCKED} boolean")
                 .localCheckpoint()
             )
-            decided = result if decided is None else decided.unionByName(result)
-        assert decided is not None
+            own = result.where(~F.col(UNLOCKED)).drop(UNLOCKED)
+            asked = result.where(F.col(UNLOCKED)).select(*keys)
+            decided = own if decided is None else decided.unionByName(own)
+            unlocked = asked if unlocked is None else unlocked.unionByName(asked)
+        assert decided is not None and unlocked is not None
+        return decided, unlocked
+
+    def transform(cells: DataFrame) -> DataFrame:
+        marked = cells.transform(mark_primary(policy))
+        if not policy.secondary:
+            return marked.withColumn(SUPPRESSED, F.col(PRIMARY)).select(*protected_columns(shape))
+        marked = marked.withColumn(FORCED, F.lit(False)).localCheckpoint()
+        for _ in range(MAX_BACKTRACKS):
+            decided, unlocked = top_down(marked)
+            if unlocked.isEmpty():
+                break
+            marked = (
+                marked.join(unlocked.withColumn("asked", F.lit(True)), on=keys, how="left")
+                .withColumn(FORCED, F.col(FORCED) | F.coalesce(F.col("asked"), F.lit(False)))
+                .drop("asked")
+                .localCheckpoint()
+            )
         return decided
 
     return transform

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from caredata_spark.aggregates import GROUPING_ID, MEASURE, TOTAL, VALUE, TableShape
 from caredata_spark.disclosure_audit import INHERITED, LOWER, PRIMARY, SUBTABLE, UPPER
-from caredata_spark.suppression import INHERITED_SUPPRESSED, ROUNDED
+from caredata_spark.suppression import FORCED, INHERITED_SUPPRESSED, ROUNDED
 
 SPREAD = {"nearest5": (2, 2), "midpoint6": (2, 3)}
 
@@ -54,6 +54,7 @@ def marked(cells: pd.DataFrame, rounding: str = "nearest5", max_small: int = 7) 
             ROUNDED: rounded,
             LOWER: np.where(rounded == 0, 0, np.maximum(rounded - below, max_small + 1)).astype(float),
             UPPER: np.where(rounded == 0, 0, rounded + above).astype(float),
+            FORCED: False,
             INHERITED: False,
             INHERITED_SUPPRESSED: False,
             SUBTABLE: json.dumps(["0", "count"]),
