@@ -12,6 +12,7 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 from release_warehouse import DOB_A, NHS_A, NHS_B, NHS_E, RECORDS, build_warehouse, keys_of
+from test_keyed_hash import event_log  # noqa: F401 (fixture)
 
 from caredata_spark.agreements import ReleaseRefused
 from caredata_spark.cli import main
@@ -70,6 +71,15 @@ def test_identities_as_held_are_returned(record_a) -> None:
 def test_objections_notwithstanding(spark, env) -> None:
     record = ask(spark, env, NHS_B, dt.date(1975, 2, 2))  # pB has a type 2 dissent in force
     assert {row["record_key"] for rows in record.records.values() for row in rows} == {"A81001/2", "EPI2"}
+
+
+def test_number_and_dob_absent_from_the_event_log(spark, env, event_log) -> None:  # noqa: F811
+    record = ask(spark, env, NHS_E, dt.date(2001, 12, 1))
+    assert record.rows == 1
+    spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty()  # type: ignore[union-attr]
+    logged = "".join(p.read_text(encoding="latin-1") for p in event_log.rglob("*") if p.is_file())
+    assert "SparkListenerSQLExecutionStart" in logged
+    assert NHS_E not in logged and "2001-12-01" not in logged
 
 
 @pytest.mark.parametrize(
