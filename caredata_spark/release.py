@@ -50,7 +50,7 @@ from caredata_spark.agreements import (
 )
 from caredata_spark.cli import Command, Context
 from caredata_spark.config import ConfigError, Settings
-from caredata_spark.contract import DATASETS, Dataset
+from caredata_spark.contract import DATASETS, GP_EVENTS, Dataset
 from caredata_spark.envelope import ENVELOPE_SUFFIX, encrypt_file
 from caredata_spark.errors import CaredataError
 from caredata_spark.identity import decrypted
@@ -65,7 +65,7 @@ from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, RELEASE_RISK, clinical, table_path
 
 LOG = get_logger("release")
-GP_SOURCE = "gp"
+GP_SOURCE = GP_EVENTS.source  # objections are GP events
 TYPE2 = 2
 VAULT_SOURCES = {"year_of_birth": "enc_dob", "dob": "enc_dob", "nhs_number": "enc_nhs_number", "postcode": "enc_postcode"}
 MANIFEST = "manifest.json"
@@ -95,8 +95,7 @@ def type2_objectors(links: DataFrame, as_of: dt.date) -> Callable[[DataFrame], D
         return (
             by_person.select(F.col("person_id").alias("record_key"), *EVENTS_COLUMNS[1:])
             .transform(in_force(F.lit(as_of)))
-            .select(F.col("record_key").alias("person_id"))
-            .distinct()
+            .select(F.col("record_key").alias("person_id"))  # one row per person: type 2 only
         )
 
     return transform
