@@ -19,7 +19,15 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
-from caredata_spark.reasons import BAD_CHECK, BAD_FORMAT, VALID, classify, is_blank, stripped
+from caredata_spark.reasons import (
+    BAD_CHECK,
+    BAD_FORMAT,
+    SNOMED_REASONS,
+    classify,
+    is_blank,
+    passes,
+    stripped,
+)
 
 DEFAULT_CODES = DEFAULT_CONF.parent / "codes.yaml"
 
@@ -226,9 +234,9 @@ def snomed_id_status(col: Column) -> Column:
 
 def is_snomed_id(col: Column) -> Column:
     """A well-formed SNOMED CT identifier with a correct check digit; null when missing."""
-    return F.when(stripped(col) != F.lit(""), snomed_id_status(col) == VALID)
+    return F.when(~is_blank(stripped(col)), passes(snomed_id_status(col), SNOMED_REASONS))
 
 
 def clean_snomed_id(col: Column) -> Column:
     """The identifier's digits when it is a valid SCTID, else null."""
-    return F.when(snomed_id_status(col) == VALID, stripped(col))
+    return F.when(passes(snomed_id_status(col), SNOMED_REASONS), stripped(col))

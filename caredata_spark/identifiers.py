@@ -27,10 +27,12 @@ from caredata_spark.reasons import (
     PLACEHOLDER,
     PSEUDO,
     TEST_RANGE,
-    VALID,
+    DOB_REASONS,
+    NHS_NUMBER_REASONS,
     WHITESPACE,
     classify,
     is_blank,
+    passes,
     stripped,
 )
 
@@ -95,7 +97,7 @@ def nhs_number_status(col: Column) -> Column:
 
 def clean_nhs_number(col: Column) -> Column:
     """The 10 digits when the number is valid, else null: what linkage may use."""
-    return F.when(nhs_number_status(col) == VALID, _nhs_digits(col))
+    return F.when(passes(nhs_number_status(col), NHS_NUMBER_REASONS), _nhs_digits(col))
 
 
 # --- Dates and date of birth ----------------------------------------------------------------
@@ -138,7 +140,7 @@ def dob_status(col: Column, data_year_end: dt.date | Column) -> Column:
 
 def clean_dob(col: Column, data_year_end: dt.date | Column) -> Column:
     """The date of birth when valid, else null (placeholders count as missing)."""
-    return F.when(dob_status(col, data_year_end) == VALID, parse_date(col))
+    return F.when(passes(dob_status(col, data_year_end), DOB_REASONS), parse_date(col))
 
 
 # --- Sex ------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Rule expressions (`identifiers`, `clinical_codes`) classify a field into a lower-case
 status; quarantine and data-quality tables record the upper-case reason code mapped from
 it here, so every table speaks the same vocabulary and a code's meaning is looked up in one
-place (`MEANINGS`).
+place (`MEANINGS`). The helpers at the end are what the rules share: what counts as
+missing, how checks become a status (`classify`) and a status a reason code (`reason`).
 """
 
 from __future__ import annotations
@@ -108,7 +109,6 @@ SNOMED_REASONS: Mapping[str, str] = {
     BAD_CHECK: SNOMED_BAD_CHECK,
 }
 
-
 WHITESPACE = " \t\r\n\u00a0"  # what spreadsheets and extracts pad fields with
 
 
@@ -141,3 +141,14 @@ def reason(status: Column, reasons: Mapping[str, str]) -> Column:
     """Reason code recorded for a field's status (e.g. `NHS_NUMBER_REASONS`); null when valid."""
     codes = F.create_map(*(F.lit(text) for pair in reasons.items() for text in pair))
     return F.try_element_at(codes, status)
+
+
+def passes(status: Column, reasons: Mapping[str, str]) -> Column:
+    """True when a field's status records no reason code, i.e. the field is valid.
+
+    Deliberately not `status == 'valid'`: the optimiser pushes a comparison into the CASE
+    branches of the status, after which Spark no longer sees the status as the expression
+    inside `reason(...)`. Going through `reason` keeps them identical, so a rule's reason
+    code and its clean value share one evaluation per row (subexpression elimination).
+    """
+    return reason(status, reasons).isNull()
