@@ -41,9 +41,13 @@ def people(spark: SparkSession, n: int) -> DataFrame:
     """One row per person; district sizes fall off as 1/rank within an area."""
     ids = spark.range(0, n, numPartitions=max(2, n // 250_000))
     u = F.rand(11)
-    rank = F.least(F.floor(F.exp(u * F.log(F.lit(DISTRICTS_PER_AREA + 1.0)))), F.lit(DISTRICTS_PER_AREA))
+    rank = F.least(
+        F.floor(F.exp(u * F.log(F.lit(DISTRICTS_PER_AREA + 1.0)))), F.lit(DISTRICTS_PER_AREA)
+    )
     area = F.format_string("A%03d", (F.abs(F.hash(F.col("id"))) % AREAS).cast("int"))
-    age = F.least(F.floor(F.rand(12) * F.rand(13) * 2 * AGE_BANDS), F.lit(AGE_BANDS - 1)).cast("int")
+    age = F.least(F.floor(F.rand(12) * F.rand(13) * 2 * AGE_BANDS), F.lit(AGE_BANDS - 1)).cast(
+        "int"
+    )
     return ids.select(
         F.col("id").cast("string").alias("person_id"),
         area.alias("area"),
@@ -60,9 +64,15 @@ def run(spark: SparkSession, people_count: int) -> dict[str, Any]:
     n_cells = cells.count()
     cells_seconds = time.perf_counter() - started
 
-    figures: dict[str, Any] = {"disclosure.people": people_count, "disclosure.cells": n_cells,
-                               "disclosure.cells_seconds": round(cells_seconds, 1)}
-    for label, policy in (("primary_only", DisclosurePolicy(secondary=False)), ("secondary", DisclosurePolicy())):
+    figures: dict[str, Any] = {
+        "disclosure.people": people_count,
+        "disclosure.cells": n_cells,
+        "disclosure.cells_seconds": round(cells_seconds, 1),
+    }
+    for label, policy in (
+        ("primary_only", DisclosurePolicy(secondary=False)),
+        ("secondary", DisclosurePolicy()),
+    ):
         started = time.perf_counter()
         protected = cells.transform(protect(shape, policy)).cache()
         summary = suppression_summary(protected)
@@ -74,13 +84,15 @@ def run(spark: SparkSession, people_count: int) -> dict[str, Any]:
         if label == "secondary":
             require_protected(result, shape, "bench")
         suppressed = summary["primary"] + summary["secondary"]
-        figures.update({
-            f"disclosure.{label}.suppressed_share": round(suppressed / summary["cells"], 3),
-            f"disclosure.{label}.secondary_cells": summary["secondary"],
-            f"disclosure.{label}.protect_seconds": round(protect_seconds, 1),
-            f"disclosure.{label}.audit_seconds": round(audit_seconds, 1),
-            f"disclosure.{label}.unprotected_cells": failing,
-        })
+        figures.update(
+            {
+                f"disclosure.{label}.suppressed_share": round(suppressed / summary["cells"], 3),
+                f"disclosure.{label}.secondary_cells": summary["secondary"],
+                f"disclosure.{label}.protect_seconds": round(protect_seconds, 1),
+                f"disclosure.{label}.audit_seconds": round(audit_seconds, 1),
+                f"disclosure.{label}.unprotected_cells": failing,
+            }
+        )
         protected.unpersist()
         result.unpersist()
     cells.unpersist()

@@ -10,11 +10,12 @@ all of that) give its feasibility interval; the cell is protected when the inter
 least `ProtectionRule.required` wide. The default, 7, means an attacker can never confine
 a small count to fewer than 8 values, so cannot even tell it is small.
 
-Sensitive cells are the primary ones (true count 1-7) and, in a sub-table below the top
-level, the inherited cells that were suppressed above: the HiTaS modular method treats
-those as primary in the lower table, so that cells protecting a higher-level primary
-cannot be pinned down from below. Complementary cells elsewhere need no interval: their
-exact value would have been publishable (rounded) anyway.
+Sensitive cells are the primary ones (true count 1-7), the forced ones (hidden because a
+sub-table below needed it) and, in a sub-table below the top level, the inherited cells
+that were suppressed above: the HiTaS modular method treats those as primary in the lower
+table, so that cells protecting a higher-level primary cannot be pinned down from below.
+Complementary cells elsewhere need no interval: their exact value would have been
+publishable (rounded) anyway.
 
 Speed: one LP per cell per side would take minutes on 10^5-cell tables, so feasible points
 are collected first: maximise then minimise the sum of all unresolved sensitive cells (each
@@ -45,6 +46,7 @@ from caredata_spark.errors import CaredataError
 
 SUPPRESSED = "suppressed"
 PRIMARY = "primary"  # true count in 1..max_small: the cells suppression exists for
+FORCED = "forced"  # suppressed and protected because a sub-table below needed it hidden
 LOWER = "lower"  # bounds an attacker knows for a cell if it is published
 UPPER = "upper"
 SUBTABLE = "subtable"
@@ -151,9 +153,13 @@ def structure(cells: pd.DataFrame, shape: TableShape) -> Structure:
     return Structure(parent, matrix, shape.additive)
 
 
-def _solve(objective: np.ndarray, bounds: np.ndarray, constraints: dict[str, object]) -> np.ndarray | None:
+def _solve(
+    objective: np.ndarray, bounds: np.ndarray, constraints: dict[str, object]
+) -> np.ndarray | None:
     """An optimal feasible table, or None when the objective is unbounded."""
-    result = linprog(objective, bounds=bounds, method="highs", **constraints)  # type: ignore[arg-type]
+    result = linprog(
+        objective, bounds=bounds, method="highs", **constraints  # type: ignore[arg-type]
+    )
     if result.status == 3:
         return None
     if result.status != 0:
@@ -252,7 +258,9 @@ def audit_subtable(
 ) -> pd.DataFrame:
     """Intervals of the sensitive suppressed cells of one sub-table (rows of `cells`)."""
     sensitive = cells[SUPPRESSED].to_numpy(bool) & (
-        cells[PRIMARY].to_numpy(bool) | cells[INHERITED].to_numpy(bool)
+        cells[PRIMARY].to_numpy(bool)
+        | cells[FORCED].to_numpy(bool)
+        | cells[INHERITED].to_numpy(bool)
     )
     targets = np.flatnonzero(sensitive)
     value = cells[VALUE].to_numpy(float)
@@ -278,9 +286,7 @@ def subtable_levels(shape: TableShape) -> int:
 
 def split_depth(shape: TableShape) -> Column:
     """How many columns of the split chain a cell is broken down by (0 = national)."""
-    return sum(
-        (F.when(F.col(c) != TOTAL, 1).otherwise(0) for c in shape.split_chain), F.lit(0)
-    )
+    return sum((F.when(F.col(c) != TOTAL, 1).otherwise(0) for c in shape.split_chain), F.lit(0))
 
 
 def subtables(shape: TableShape, level: int) -> Callable[[DataFrame], DataFrame]:
@@ -317,12 +323,13 @@ def audit(
 ) -> Callable[[DataFrame], DataFrame]:
     """Protected cell frame -> one row per sensitive suppressed cell per sub-table.
 
-    Input columns: the dimensions, MEASURE, VALUE (true count), SUPPRESSED, PRIMARY and
-    LOWER/UPPER (the published interval, see `suppression.published_bounds`). Sub-tables
+    Input columns: the dimensions, MEASURE, VALUE (true count), SUPPRESSED, PRIMARY,
+    FORCED and LOWER/UPPER (the interval a published count stands for, from
+    `suppression.mark_primary`). Sub-tables
     of every level are independent given the statuses, so all are audited in one
     applyInPandas pass, grouped by sub-table (per-sub-table numeric work, not per row).
     """
-    columns = [*shape.dimensions, MEASURE, VALUE, SUPPRESSED, PRIMARY, LOWER, UPPER]
+    columns = [*shape.dimensions, MEASURE, VALUE, SUPPRESSED, PRIMARY, FORCED, LOWER, UPPER]
 
     def audit_group(pdf: pd.DataFrame) -> pd.DataFrame:
         return audit_subtable(pdf.reset_index(drop=True), shape, rule, exact)
@@ -351,8 +358,9 @@ def require_protected(result: DataFrame, shape: TableShape, table: str) -> None:
         return
     more = failing.count() - len(first)
     named = "; ".join(
-        f"{describe_cell(row, shape)} (interval width {row['feasible_max'] - row['feasible_min']:g}, "
-        f"needs {row['required_width']:g}, sub-table {', '.join(json.loads(row[SUBTABLE])[2:]) or 'top'})"
+        f"{describe_cell(row, shape)} (interval width "
+        f"{row['feasible_max'] - row['feasible_min']:g}, needs {row['required_width']:g}, "
+        f"sub-table {', '.join(json.loads(row[SUBTABLE])[2:]) or 'top'})"
         for row in first
     )
     extra = f" and {more} more" if more > 0 else ""

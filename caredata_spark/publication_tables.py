@@ -4,7 +4,8 @@ A definition says what a table counts, over which records and how it is cut; the
 disclosure engine (`aggregates`, `suppression`, `disclosure_audit`) does the rest, the same
 way for every table. Code lists are referenced by name from `conf/codes.yaml`, so a list is
 maintained in one place and a table cannot silently drift from the one the extracts use.
-Every mistake is a `ConfigError` naming the field, e.g. `tables.ae_by_provider.dimensions[1].within`.
+Every mistake is a `ConfigError` naming the field, e.g.
+`tables.ae_by_provider.dimensions[1].within`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class Filter:
 
     def __post_init__(self) -> None:
         if self.match not in MATCH_KINDS:
-            raise ConfigError(f"match: expected one of {', '.join(MATCH_KINDS)}, got {self.match!r}")
+            raise ConfigError(
+                f"match: expected one of {', '.join(MATCH_KINDS)}, got {self.match!r}"
+            )
         if self.code_list is None and not self.values:
             raise ConfigError("values: give a code_list or the values themselves")
 
@@ -129,7 +132,8 @@ class TableDefinition:
             if dim.within is not None:
                 if dim.within not in seen:
                     raise ConfigError(
-                        f"dimensions[{i}].within: {dim.within!r} must be a dimension listed before it"
+                        f"dimensions[{i}].within: {dim.within!r} must be a dimension "
+                        "listed before it"
                     )
                 if dim.within in parents:
                     raise ConfigError(

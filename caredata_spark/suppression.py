@@ -22,8 +22,13 @@ Secondary (complementary) suppression, per sub-table (`disclosure_audit.subtable
    audit and is not published).
 Sub-tables are processed top-down (HiTaS-style modular method): the top level first, then
 every category of the split dimension in parallel with the statuses of its shared total
-cells fixed from above. Work on one sub-table runs in a pandas function via applyInPandas:
-numeric work per sub-table, not a per-row UDF.
+cells fixed from above; when a sub-table can only be protected by hiding one of those
+totals, the total is forced at the level above and the levels run again (`protect`).
+Work on one sub-table runs in a pandas function via applyInPandas: numeric work per
+sub-table, not a per-row UDF. Zero cells are never suppressed (they are not in the table).
+
+Pipeline: table_cells(definition) -> protect(shape, policy) -> audit(shape, rule) and
+require_protected -> publication(shape, rate_per).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pyspark.sql import functions as F
 from caredata_spark.aggregates import COUNT, DENOMINATOR, GROUPING_ID, MEASURE, VALUE, TableShape
 from caredata_spark.config import ConfigError
 from caredata_spark.disclosure_audit import (
+    FORCED,
     INHERITED,
     LOWER,
     PRIMARY,
@@ -58,7 +64,6 @@ from caredata_spark.disclosure_audit import (
 SUPPRESSED_MARK = "*"  # HES convention: one mark for every suppressed cell, whatever the reason
 ROUNDED = "rounded"
 INHERITED_SUPPRESSED = "inherited_suppressed"
-FORCED = "forced"  # suppress and protect: asked for by a sub-table below
 UNLOCKED = "unlocked"  # an inherited total a sub-table had to suppress
 MAX_BACKTRACKS = 4
 
@@ -109,7 +114,9 @@ def mark_primary(policy: DisclosurePolicy) -> Callable[[DataFrame], DataFrame]:
                 .otherwise(F.greatest(published - below, F.lit(policy.max_small + 1)))
                 .cast("double"),
             )
-            .withColumn(UPPER, F.when(published == 0, F.lit(0)).otherwise(published + above).cast("double"))
+            .withColumn(
+                UPPER, F.when(published == 0, F.lit(0)).otherwise(published + above).cast("double")
+            )
         )
 
     return transform
@@ -132,9 +139,16 @@ def close_open_relations(
         closes = np.asarray(open_rows.sum(axis=0)).ravel()
         cells = entries.col[usable]
         options = pd.DataFrame(
-            {"relation": entries.row[usable], "cell": cells, "closes": -closes[cells], "value": value[cells]}
+            {
+                "relation": entries.row[usable],
+                "cell": cells,
+                "closes": -closes[cells],
+                "value": value[cells],
+            }
         )
-        picks = options.sort_values(["relation", "closes", "value", "cell"]).drop_duplicates("relation")
+        picks = options.sort_values(["relation", "closes", "value", "cell"]).drop_duplicates(
+            "relation"
+        )
         suppressed[picks["cell"].to_numpy()] = True
 
 
@@ -173,7 +187,9 @@ def complements(
     return np.array(sorted(picks), dtype=np.int64)
 
 
-def protect_subtable(cells: pd.DataFrame, shape: TableShape, policy: DisclosurePolicy) -> pd.DataFrame:
+def protect_subtable(
+    cells: pd.DataFrame, shape: TableShape, policy: DisclosurePolicy
+) -> pd.DataFrame:
     """Suppression status of one sub-table's cells (see the module docstring).
 
     Needs the columns of `mark_primary`, FORCED (suppress and protect, as asked by a
@@ -184,7 +200,11 @@ def protect_subtable(cells: pd.DataFrame, shape: TableShape, policy: DisclosureP
     value = cells[VALUE].to_numpy(float)
     primary = cells[PRIMARY].to_numpy(bool)
     inherited = cells[INHERITED].to_numpy(bool)
-    given = primary | cells[FORCED].to_numpy(bool) | (inherited & cells[INHERITED_SUPPRESSED].eq(True).to_numpy())
+    given = (
+        primary
+        | cells[FORCED].to_numpy(bool)
+        | (inherited & cells[INHERITED_SUPPRESSED].eq(True).to_numpy())
+    )
     candidate = ~given & ~inherited & (value > 0)
     unlockable = ~given & inherited & (value > 0)
     relations = structure(cells, shape)
@@ -198,7 +218,9 @@ def protect_subtable(cells: pd.DataFrame, shape: TableShape, policy: DisclosureP
         found = feasibility(relations, value, lower, upper, pending, need)
         too_narrow = found.upper - found.lower < need - 1e-6
         pending, need = pending[too_narrow], need[too_narrow]
-        extra = complements(members, pending, need, candidate & ~suppressed, value, unlockable & ~suppressed)
+        extra = complements(
+            members, pending, need, candidate & ~suppressed, value, unlockable & ~suppressed
+        )
         if extra.size == 0:
             break
         suppressed[extra] = True
@@ -212,20 +234,31 @@ def protect_subtable(cells: pd.DataFrame, shape: TableShape, policy: DisclosureP
 
 
 def protected_columns(shape: TableShape) -> list[str]:
-    return [*shape.dimensions, GROUPING_ID, MEASURE, VALUE, PRIMARY, ROUNDED, LOWER, UPPER, SUPPRESSED]
+    return [
+        *shape.dimensions,
+        GROUPING_ID,
+        MEASURE,
+        VALUE,
+        PRIMARY,
+        FORCED,
+        ROUNDED,
+        LOWER,
+        UPPER,
+        SUPPRESSED,
+    ]
 
 
 def protected_schema(shape: TableShape) -> str:
     dims = ", ".join(f"`{d}` string" for d in shape.dimensions)
     return (
         f"{dims}, {GROUPING_ID} int, {MEASURE} string, {VALUE} long, {PRIMARY} boolean, "
-        f"{ROUNDED} long, {LOWER} double, {UPPER} double, {SUPPRESSED} boolean"
+        f"{FORCED} boolean, {ROUNDED} long, {LOWER} double, {UPPER} double, {SUPPRESSED} boolean"
     )
 
 
 def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame], DataFrame]:
-    """Cells (`aggregates.table_cells`) -> cells with PRIMARY, ROUNDED, LOWER/UPPER and
-    SUPPRESSED. Internal: still holds the true VALUE; publish with `publication`.
+    """Cells (`aggregates.table_cells`) -> cells with PRIMARY, FORCED, ROUNDED, LOWER/UPPER
+    and SUPPRESSED. Internal: still holds the true VALUE; publish with `publication`.
 
     One applyInPandas pass per level of the split chain, top-down; each level is
     checkpointed because the next one reads its statuses (and a recomputed level would
@@ -268,10 +301,10 @@ def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame]
         return decided, unlocked
 
     def transform(cells: DataFrame) -> DataFrame:
-        marked = cells.transform(mark_primary(policy))
+        marked = cells.transform(mark_primary(policy)).withColumn(FORCED, F.lit(False))
         if not policy.secondary:
             return marked.withColumn(SUPPRESSED, F.col(PRIMARY)).select(*protected_columns(shape))
-        marked = marked.withColumn(FORCED, F.lit(False)).localCheckpoint()
+        marked = marked.localCheckpoint()
         for _ in range(MAX_BACKTRACKS):
             decided, unlocked = top_down(marked)
             if unlocked.isEmpty():

@@ -52,7 +52,9 @@ def marked(cells: pd.DataFrame, rounding: str = "nearest5", max_small: int = 7) 
             MEASURE: "count",
             PRIMARY: (value >= 1) & (value <= max_small),
             ROUNDED: rounded,
-            LOWER: np.where(rounded == 0, 0, np.maximum(rounded - below, max_small + 1)).astype(float),
+            LOWER: np.where(rounded == 0, 0, np.maximum(rounded - below, max_small + 1)).astype(
+                float
+            ),
             UPPER: np.where(rounded == 0, 0, rounded + above).astype(float),
             FORCED: False,
             INHERITED: False,

@@ -35,7 +35,9 @@ from caredata_spark.publication_tables import (
     load_publication,
 )
 
-EVENTS_SCHEMA = "person_id string, area string, district string, age_band string, sex string, code string"
+EVENTS_SCHEMA = (
+    "person_id string, area string, district string, age_band string, sex string, code string"
+)
 EVENTS = [  # one row per person per GP event
     ("p1", "LS", "LS1", "40-44", "1", "E11"),
     ("p1", "LS", "LS1", "40-44", "1", "E11"),  # the same person twice: counted once
@@ -84,15 +86,23 @@ def test_cells_count_distinct_people_with_hierarchy_totals(spark: SparkSession) 
     definition = area_table(filters=[Filter(column="code", values=["E10", "E11"], match="prefix")])
     got = cells_of(spark, definition).where(age_and_sex_totals()).select("area", "district", VALUE)
     expected = by_area(
-        [("BD", "BD1", 1), ("BD", TOTAL, 1), ("LS", "LS1", 1), ("LS", "LS2", 1), ("LS", TOTAL, 2),
-         (TOTAL, TOTAL, 3)],
+        [
+            ("BD", "BD1", 1),
+            ("BD", TOTAL, 1),
+            ("LS", "LS1", 1),
+            ("LS", "LS2", 1),
+            ("LS", TOTAL, 2),
+            (TOTAL, TOTAL, 3),
+        ],
         spark,
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_missing_categories_are_unknown_not_totals(spark: SparkSession) -> None:
-    got = cells_of(spark, area_table()).where((F.col("area") == "BD") & (F.col("district") == "BD1"))
+    got = cells_of(spark, area_table()).where(
+        (F.col("area") == "BD") & (F.col("district") == "BD1")
+    )
     ages = {row["age_band"] for row in got.collect()}
     assert ages == {UNKNOWN, TOTAL}
 
@@ -113,8 +123,14 @@ def test_rate_tables_count_numerator_and_denominator_in_one_pass(spark: SparkSes
         .select("area", MEASURE, VALUE)
     )
     expected = spark.createDataFrame(
-        [("BD", COUNT, 0), ("BD", DENOMINATOR, 1), ("LS", COUNT, 2), ("LS", DENOMINATOR, 3),
-         (TOTAL, COUNT, 2), (TOTAL, DENOMINATOR, 4)],
+        [
+            ("BD", COUNT, 0),
+            ("BD", DENOMINATOR, 1),
+            ("LS", COUNT, 2),
+            ("LS", DENOMINATOR, 3),
+            (TOTAL, COUNT, 2),
+            (TOTAL, DENOMINATOR, 4),
+        ],
         f"area string, {MEASURE} string, {VALUE} long",
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
@@ -146,13 +162,18 @@ def test_shipped_definitions_load_with_code_lists_resolved() -> None:
             "tables.t.filters[0].code_list: unknown code list 'diabetics'",
         ),
         ({"split_by": "district"}, "tables.t.split_by: 'district' is not an outermost dimension"),
-        ({"measure": {"count": "people"}}, "tables.t.measure.count: expected one of persons, records"),
+        (
+            {"measure": {"count": "people"}},
+            "tables.t.measure.count: expected one of persons, records",
+        ),
         ({"measure": {"count": "persons", "kind": "x"}}, "tables.t.measure.kind: unknown field"),
         ({"rate": {"numerator": []}}, "tables.t.rate.numerator: at least one filter"),
         ({"dimensions": []}, "tables.t.dimensions: at least one dimension"),
     ],
 )
-def test_definition_errors_name_the_field(tmp_path: Path, change: dict[str, object], message: str) -> None:
+def test_definition_errors_name_the_field(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
     table = {
         "title": "T",
         "source": "s",
@@ -166,8 +187,12 @@ def test_definition_errors_name_the_field(tmp_path: Path, change: dict[str, obje
 
 
 def test_nesting_must_point_to_an_earlier_dimension() -> None:
-    with pytest.raises(ConfigError, match="dimensions\\[0\\].within: 'area' must be a dimension listed before it"):
+    with pytest.raises(
+        ConfigError, match="dimensions\\[0\\].within: 'area' must be a dimension listed before it"
+    ):
         TableDefinition(
-            title="T", source="s", measure=Measure(count="records"),
+            title="T",
+            source="s",
+            measure=Measure(count="records"),
             dimensions=[Dimension("district", within="area"), Dimension("area")],
         )

@@ -31,12 +31,21 @@ def one_row(values: list[int]) -> pd.DataFrame:
     return marked(cells_with_margins(np.array(values)))
 
 
-def interval(cells: pd.DataFrame, suppressed: list[str], cell: str, shape: TableShape) -> tuple[float, float]:
+def interval(
+    cells: pd.DataFrame, suppressed: list[str], cell: str, shape: TableShape
+) -> tuple[float, float]:
     cells = cells.assign(**{SUPPRESSED: cells["d0"].isin(suppressed)})
     lower, upper = attacker_bounds(cells)
     target = np.flatnonzero(cells["d0"] == cell)
-    found = feasibility(structure(cells, shape), cells[VALUE].to_numpy(float), lower, upper, target,
-                        np.array([7.0]), exact=True)
+    found = feasibility(
+        structure(cells, shape),
+        cells[VALUE].to_numpy(float),
+        lower,
+        upper,
+        target,
+        np.array([7.0]),
+        exact=True,
+    )
     return float(found.lower[0]), float(found.upper[0])
 
 
@@ -91,7 +100,9 @@ def test_fast_path_reaches_the_same_verdict_as_exact_lps(interior: np.ndarray) -
 def test_spark_audit_names_the_recoverable_cell(spark: SparkSession) -> None:
     cells = marked(cells_with_margins(np.array([[3, 9], [9, 40]])))
     cells[SUPPRESSED] = cells[PRIMARY]  # no complementary suppression
-    frame = spark.createDataFrame(cells.drop(columns=["inherited", "inherited_suppressed", "subtable"]))
+    frame = spark.createDataFrame(
+        cells.drop(columns=["inherited", "inherited_suppressed", "subtable"])
+    )
     result = frame.transform(audit(flat_shape(2), RULE))
     with pytest.raises(DisclosureRisk) as err:
         require_protected(result, flat_shape(2), "demo")
@@ -99,5 +110,7 @@ def test_spark_audit_names_the_recoverable_cell(spark: SparkSession) -> None:
 
     cells[SUPPRESSED] = cells[PRIMARY] | cells["d0"].isin(["c1"]) & cells["d1"].isin(["c0", "c1"])
     cells.loc[(cells["d0"] == "c0") & (cells["d1"] == "c1"), SUPPRESSED] = True
-    protected = spark.createDataFrame(cells.drop(columns=["inherited", "inherited_suppressed", "subtable"]))
+    protected = spark.createDataFrame(
+        cells.drop(columns=["inherited", "inherited_suppressed", "subtable"])
+    )
     require_protected(protected.transform(audit(flat_shape(2), RULE)), flat_shape(2), "demo")

@@ -76,11 +76,15 @@ def test_one_small_cell_is_protected_by_a_rectangle() -> None:
     assert hidden == {("c0", "c0"), ("c0", "c1"), ("c1", "c0"), ("c1", "c1")}
 
 
-def protected_and_audited(interior: np.ndarray, policy: DisclosurePolicy) -> tuple[pd.DataFrame, pd.DataFrame]:
+def protected_and_audited(
+    interior: np.ndarray, policy: DisclosurePolicy
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     shape = flat_shape(interior.ndim)
     cells = marked(cells_with_margins(interior), rounding=policy.rounding)
     if policy.secondary:
-        cells = cells.assign(**{SUPPRESSED: protect_subtable(cells, shape, policy)[SUPPRESSED].to_numpy()})
+        cells = cells.assign(
+            **{SUPPRESSED: protect_subtable(cells, shape, policy)[SUPPRESSED].to_numpy()}
+        )
     else:
         cells = cells.assign(**{SUPPRESSED: cells[PRIMARY]})
     return cells, audit_subtable(cells, shape, policy.protection, exact=True)
@@ -88,7 +92,9 @@ def protected_and_audited(interior: np.ndarray, policy: DisclosurePolicy) -> tup
 
 @PROPERTY
 @given(interiors(ndim=2, max_side=6), st.sampled_from(["nearest5", "midpoint6"]))
-def test_secondary_suppression_defeats_subtraction_on_2d_tables(interior: np.ndarray, rounding: str) -> None:
+def test_secondary_suppression_defeats_subtraction_on_2d_tables(
+    interior: np.ndarray, rounding: str
+) -> None:
     cells, result = protected_and_audited(interior, DisclosurePolicy(rounding=rounding))
     assert result["protected"].all()
     assert cells.loc[cells[PRIMARY], SUPPRESSED].all()
@@ -143,10 +149,14 @@ def hierarchical_cells(spark: SparkSession, seed: int = 7) -> DataFrame:
                 for sex in ("1", "2"):
                     value = int(rng.choice([0, 1, 3, 6, 9, 14, 40]))
                     rows.append((f"A{a}", f"A{a}D{d}", age, sex, value))
-    interior = spark.createDataFrame(rows, "area string, district string, age string, sex string, n long")
+    interior = spark.createDataFrame(
+        rows, "area string, district string, age string, sex string, n long"
+    )
     dims = list(SHAPE.dimensions)
-    summed = interior.where(F.col("n") > 0).groupingSets(grouping_sets(SHAPE), *dims).agg(
-        F.grouping_id(*dims).cast("int").alias(GROUPING_ID), F.sum("n").alias(VALUE)
+    summed = (
+        interior.where(F.col("n") > 0)
+        .groupingSets(grouping_sets(SHAPE), *dims)
+        .agg(F.grouping_id(*dims).cast("int").alias(GROUPING_ID), F.sum("n").alias(VALUE))
     )
     return summed.select(
         *(F.coalesce(F.col(d), F.lit(TOTAL)).alias(d) for d in dims),
@@ -156,14 +166,18 @@ def hierarchical_cells(spark: SparkSession, seed: int = 7) -> DataFrame:
     )
 
 
-def test_protected_hierarchical_table_passes_the_audit_and_publishes_no_small_count(spark: SparkSession) -> None:
+def test_protected_hierarchical_table_passes_the_audit_and_publishes_no_small_count(
+    spark: SparkSession,
+) -> None:
     cells = hierarchical_cells(spark)
     protected = cells.transform(protect(SHAPE, POLICY)).cache()
     require_protected(protected.transform(audit(SHAPE, POLICY.protection)), SHAPE, "demo")
 
     # the top-down (modular) protection also holds when the whole table is attacked at once
     whole = protected.toPandas().assign(**{INHERITED: False, SUBTABLE: "whole"})
-    attack = audit_subtable(whole, TableShape(hierarchies=SHAPE.hierarchies), POLICY.protection, exact=True)
+    attack = audit_subtable(
+        whole, TableShape(hierarchies=SHAPE.hierarchies), POLICY.protection, exact=True
+    )
     assert attack["protected"].all()
 
     summary = suppression_summary(protected)
@@ -189,16 +203,26 @@ def test_primary_only_hierarchical_table_fails_the_audit(spark: SparkSession) ->
 def test_rates_are_published_only_from_published_counts(spark: SparkSession) -> None:
     shape = TableShape(hierarchies=(("practice",),))
     rows = [  # practice, measure, true value, suppressed
-        ("P1", COUNT, 12, False), ("P1", DENOMINATOR, 1000, False),
-        ("P2", COUNT, 5, True), ("P2", DENOMINATOR, 800, False),
-        ("P3", COUNT, 40, True), ("P3", DENOMINATOR, 900, False),
+        ("P1", COUNT, 12, False),
+        ("P1", DENOMINATOR, 1000, False),
+        ("P2", COUNT, 5, True),
+        ("P2", DENOMINATOR, 800, False),
+        ("P3", COUNT, 40, True),
+        ("P3", DENOMINATOR, 900, False),
     ]
     protected = spark.createDataFrame(
         [(p, 1, m, v, int(oracle_rounded(np.array([v]), "nearest5")[0]), s) for p, m, v, s in rows],
-        f"practice string, {GROUPING_ID} int, {MEASURE} string, {VALUE} long, {ROUNDED} long, {SUPPRESSED} boolean",
+        f"practice string, {GROUPING_ID} int, {MEASURE} string, {VALUE} long, "
+        f"{ROUNDED} long, {SUPPRESSED} boolean",
     )
-    got = {r["practice"]: r for r in protected.transform(publication(shape, rate_per=1000)).collect()}
-    assert (got["P1"]["count"], got["P1"]["denominator"], got["P1"]["rate"]) == ("10", "1000", "10.0")
+    got = {
+        r["practice"]: r for r in protected.transform(publication(shape, rate_per=1000)).collect()
+    }
+    assert (got["P1"]["count"], got["P1"]["denominator"], got["P1"]["rate"]) == (
+        "10",
+        "1000",
+        "10.0",
+    )
     assert got["P2"]["rate"] == SUPPRESSED_MARK and got["P2"]["rate_value"] is None
     assert got["P3"]["count"] == SUPPRESSED_MARK and got["P3"]["rate"] == SUPPRESSED_MARK
 
