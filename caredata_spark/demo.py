@@ -25,13 +25,13 @@ def demo_conf(root: Path) -> Path:
 def steps(root: Path, people: int) -> list[list[str]]:
     conf = ["--conf", str(demo_conf(root))]
     keys = root / "keys"
-    generate = [] if (keys / "transport.pub").exists() else [["keys", "generate", "--dir", str(keys), *conf]]
-    return [
+    generate = [] if (keys / "transport.pub").exists() else [["keys", "generate", "--dir", str(keys)]]
+    commands = [
         *generate,
-        ["synth", *conf, "--people", str(people), "--seed", "42", "--truth", str(root / "truth")],
-        ["ingest", *conf],
-        ["link", *conf],
+        ["synth", "--people", str(people), "--seed", "42", "--truth", str(root / "truth")],
+        ["run"],
     ]
+    return [[*conf, *command] for command in commands]
 
 
 def run(argv: list[str] | None = None) -> int:

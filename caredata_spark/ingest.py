@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
 from caredata_spark import reasons
 from caredata_spark.cli import Command, Context
@@ -41,10 +40,10 @@ from caredata_spark.objections import (
     without,
 )
 from caredata_spark.observability import get_logger, log_event, stage
-from caredata_spark.parsing import headers, missing_columns, parquet_rows, parse_lines
+from caredata_spark.parsing import header_columns, missing_columns, parquet_rows, parse_lines
 from caredata_spark.quarantine import quarantine_rows
 from caredata_spark.storage import DeltaStore
-from caredata_spark.submission_lines import read_lines, verify_envelopes
+from caredata_spark.submission_lines import inspect_files, read_lines
 from caredata_spark.submissions import LEDGER, PlannedFile, plan_run, txn
 from caredata_spark.tables import (
     DATA_QUALITY,
@@ -63,9 +62,6 @@ GP_DATASETS = ("gp_patients", "gp_events")
 OUTCOMES = ("read", "accepted", "quarantined", "dropped")
 IDENTIFYING = ("line", "nhs_number", "dob", "postcode", "pseudo_postcode", "quarantine_reasons")
 OBJECTION_EVENTS = "record_key string, objection_type int, status string, event_date date, submission_id string"
-HEADERS = StructType(
-    [StructField("submission_id", StringType()), StructField("header", ArrayType(StringType()))]
-)
 
 
 class InvariantBroken(CaredataError):
@@ -107,7 +103,7 @@ def ingest_keys(spark: SparkSession, settings: Settings, need_transport: bool) -
 
 def _file_header_problems(header: list[str] | None, dataset: Dataset) -> str | None:
     if header is None:
-        return "empty or unreadable file: no header"
+        return "unreadable file: no header"
     missing = missing_columns(header, dataset)
     return f"header lacks contract columns: {', '.join(missing)}" if missing else None
 
@@ -124,19 +120,20 @@ def parsed_submissions(
 ) -> dict[str, DataFrame]:
     """Per dataset, parsed rows of the plan's usable files; refused files go to `result`."""
     by_id = {p.submission_id: p for p in plan}
-    encrypted = [(p.submission_id, p.path) for p in plan if p.format == "csv.enc"]
-    refused = verify_envelopes(spark, encrypted, keys.transport_file) if encrypted else {}
-    csv_files = [p for p in plan if p.format in ("csv", "csv.enc") and p.submission_id not in refused]
-    lines = read_lines(
-        spark,
-        [(p.submission_id, p.path, p.format == "csv.enc") for p in csv_files],
-        keys.transport_file,
+    csv_files = [p for p in plan if p.format in ("csv", "csv.enc")]
+    inspected = inspect_files(
+        spark, [(p.submission_id, p.path, p.format == "csv.enc") for p in csv_files], keys.transport_file
     )
-    found = {r["submission_id"]: list(r["header"]) for r in headers(lines).collect()}  # one per file
+    found: dict[str, list[str]] = {}
+    refused: dict[str, str] = {}
     for p in csv_files:
-        problem = _file_header_problems(found.get(p.submission_id), DATASETS[p.dataset])
+        header, refusal = inspected[p.submission_id]
+        columns = header_columns(header) if header is not None else None
+        problem = refusal or _file_header_problems(columns, DATASETS[p.dataset])
         if problem:
             refused[p.submission_id] = problem
+        else:
+            found[p.submission_id] = columns  # type: ignore[assignment]
     parquet_files = [p for p in plan if p.format == "parquet"]
     for p in parquet_files:
         problem = _file_header_problems(_parquet_columns(p.path), DATASETS[p.dataset])
@@ -144,21 +141,32 @@ def parsed_submissions(
             refused[p.submission_id] = problem
     result.refused = {by_id[s].path: reason for s, reason in refused.items()}
     parts: dict[str, list[DataFrame]] = {}
-    usable = [p for p in csv_files if p.submission_id not in refused]
-    if usable:
-        width = max(len(found[p.submission_id]) for p in usable)
-        header_rows = spark.createDataFrame([(p.submission_id, found[p.submission_id]) for p in usable], HEADERS)
-        # one row per file: broadcast, so the lines are never shuffled for it
-        with_headers = lines.join(F.broadcast(header_rows), on="submission_id", how="inner")
-        for name in sorted({p.dataset for p in usable}):
-            ids = [p.submission_id for p in usable if p.dataset == name]
-            parts.setdefault(name, []).append(
-                with_headers.filter(F.col("submission_id").isin(ids)).transform(parse_lines(DATASETS[name], width))
-            )
+    for name in DATASETS:
+        usable = [p for p in csv_files if p.dataset == name and p.submission_id in found]
+        if usable:
+            parts[name] = [_parsed_csv(spark, DATASETS[name], usable, found, keys.transport_file)]
     for p in parquet_files:
         if p.submission_id not in refused:
             parts.setdefault(p.dataset, []).append(parquet_rows(spark, p.submission_id, p.path, DATASETS[p.dataset]))
     return {name: _union(frames) for name, frames in parts.items()}
+
+
+def _parsed_csv(
+    spark: SparkSession,
+    dataset: Dataset,
+    files: list[PlannedFile],
+    headers: dict[str, list[str]],
+    transport_key_file: str | None,
+) -> DataFrame:
+    """Lines of a dataset's files, parsed per group of files sharing a header."""
+    groups: dict[tuple[str, ...], list[PlannedFile]] = {}
+    for p in files:
+        groups.setdefault(tuple(headers[p.submission_id]), []).append(p)
+    return _union(
+        read_lines(spark, [(p.submission_id, p.path, p.format == "csv.enc") for p in group], transport_key_file)
+        .transform(parse_lines(dataset, header))
+        for header, group in groups.items()
+    )
 
 
 def _parquet_columns(path: str) -> list[str] | None:

@@ -25,11 +25,9 @@ def _text(line: Column) -> Column:
     return line.cast("string")
 
 
-def headers(lines: DataFrame) -> DataFrame:
-    """(submission_id, header: array of trimmed column names) from each file's first line."""
-    first = F.regexp_replace(_text(F.col("line")), f"^{BOM}", "")
-    names = F.transform(F.split(first, ","), lambda n: F.trim(F.regexp_replace(n, '"', "")))
-    return lines.filter(F.col("line_number") == 1).select("submission_id", names.alias("header"))
+def header_columns(line: str) -> list[str]:
+    """Column names of a header line (BOM, quotes and surrounding spaces removed)."""
+    return [name.strip().strip('"').strip() for name in line.lstrip(BOM).split(",")]
 
 
 def missing_columns(header: Sequence[str], dataset: Dataset) -> list[str]:
@@ -65,34 +63,34 @@ def _quotes_balanced(text: Column) -> Column:
     return quotes % 2 == 0
 
 
-def parse_lines(dataset: Dataset, width: int) -> Callable[[DataFrame], DataFrame]:
-    """Parse data lines joined with their file's header into the dataset's columns.
+def parse_lines(dataset: Dataset, header: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
+    """Parse the data lines of files sharing one header into the dataset's columns.
 
-    Input: submission_id, line_number, line (binary), header (array<string>).
-    Output: submission_id, line_number, line, the contract columns (strings), and
-    `parse_problem` (MALFORMED_ROW or null). `width` is the widest header of the batch.
+    Input: submission_id, line_number, line (binary). Output: submission_id, line_number,
+    line, the contract columns (strings) and `parse_problem` (MALFORMED_ROW or null).
+    Files are grouped by header so each group parses with a schema in its own column order:
+    every field is then a plain struct field, and the plan stays linear in the width.
     """
-    generic = ", ".join(f"_c{i} string" for i in range(width))
+    fields = [f"_c{i}" for i in range(len(header))]
+    position = {name: fields[i] for i, name in reversed(list(enumerate(header)))}
+    schema = ", ".join(f"{f} string" for f in fields)
 
     def transform(lines: DataFrame) -> DataFrame:
         text = _text(F.col("line"))
-        parsed = F.from_csv(text, generic, CSV_OPTIONS)
-        fields = F.array(*[parsed[f"_c{i}"] for i in range(width)])
-        columns = [
-            F.element_at(fields, F.array_position(F.col("header"), name).cast("int")).alias(name)
-            for name in dataset.columns
-        ]
-        malformed = (
-            (_field_count(text) != F.size("header"))
-            | ~_quotes_balanced(text)
-            | (F.trim(text) == "")
-        )
-        return lines.filter(F.col("line_number") > 1).select(
+        malformed = (_field_count(text) != len(header)) | ~_quotes_balanced(text) | (F.trim(text) == "")
+        parsed = lines.filter(F.col("line_number") > 1).select(
             "submission_id",
             "line_number",
             "line",
-            *columns,
+            F.from_csv(text, schema, CSV_OPTIONS).alias("fields"),
             F.when(malformed, F.lit(reasons.MALFORMED_ROW)).alias("parse_problem"),
+        )
+        return parsed.select(
+            "submission_id",
+            "line_number",
+            "line",
+            *[F.col("fields")[position[name]].alias(name) for name in dataset.columns],
+            "parse_problem",
         )
 
     return transform

@@ -53,6 +53,7 @@ REQUIRED_MISSING = "REQUIRED_MISSING"
 DATE_BAD = "DATE_BAD"
 DATES_OUT_OF_ORDER = "DATES_OUT_OF_ORDER"
 VALUE_NOT_NUMERIC = "VALUE_NOT_NUMERIC"
+DUPLICATE_KEY = "DUPLICATE_KEY"
 TYPE1_OBJECTION = "TYPE1_OBJECTION"
 
 MEANINGS: Mapping[str, str] = {
@@ -80,6 +81,7 @@ MEANINGS: Mapping[str, str] = {
     DATE_BAD: "an event or episode date is not a real YYYY-MM-DD date",
     DATES_OUT_OF_ORDER: "episode dates are out of order (e.g. admission after discharge)",
     VALUE_NOT_NUMERIC: "an event value is present but not a number",
+    DUPLICATE_KEY: "the record key repeats an earlier line of the same submission",
     TYPE1_OBJECTION: "patient has a type 1 objection in force: dropped at the door, only counted",
 }
 

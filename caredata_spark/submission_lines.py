@@ -7,8 +7,9 @@ the lines in the JVM. Line numbers are exact because one task reads one file sta
 parallelism comes from the many files that land each day.
 
 An encrypted file that fails authentication part-way fails its task and so the whole job,
-before anything is committed; ingest verifies envelopes first (`verify_envelopes`) so a bad
-file is refused on its own, with its reason, instead of failing the run.
+before anything is committed; ingest inspects files first (`inspect_files`: header line,
+envelope authenticated end to end) so a bad file is refused on its own, with its reason,
+instead of failing the run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -118,32 +118,54 @@ def read_lines(
     return reader.load()
 
 
-def _verify(item: tuple[str, str], key_file: str) -> tuple[str, str | None]:
-    from caredata_spark.envelope import decrypt_stream
+def _first_line(blocks: Iterator[bytes]) -> bytes | None:
+    """The first line, having consumed every block (so an envelope is authenticated whole)."""
+    first: bytes | None = None
+    head = b""
+    for block in blocks:
+        if first is None:
+            head += block
+            if b"\n" in head:
+                first = head.split(b"\n", 1)[0]
+                head = b""
+    if first is None and head:
+        first = head
+    return first.rstrip(b"\r") if first is not None else None
+
+
+def _inspect(file: FileToRead, key_file: str | None) -> tuple[str, str | None, str | None]:
+    """(submission_id, header line or None, refusal reason or None) of one file."""
     from caredata_spark.errors import InputRefused
-    from caredata_spark.keys import TransportPrivateKey
 
-    submission_id, path = item
-    with open(key_file, "rb") as handle:
-        key = TransportPrivateKey.from_seed(handle.read())
     try:
-        for _ in decrypt_stream(path, key):
-            pass
+        if file.encrypted:
+            first = _first_line(_blocks(file, key_file))
+        else:
+            with open(file.path, "rb") as handle:
+                first = _first_line(iter([handle.readline(BLOCK_BYTES)]))
     except InputRefused as err:
-        return submission_id, str(err)
-    return submission_id, None
+        return file.submission_id, None, str(err)
+    if first is None:
+        return file.submission_id, None, "empty file: no header line"
+    try:
+        return file.submission_id, first.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return file.submission_id, None, "header line is not UTF-8"
 
 
-def verify_envelopes(
-    spark: SparkSession, files: list[tuple[str, str]], transport_key_file: str
-) -> dict[str, str]:
-    """Authenticate every envelope end to end, one task per file; refusal reason by id."""
+def inspect_files(
+    spark: SparkSession, files: list[tuple[str, str, bool]], transport_key_file: str | None
+) -> dict[str, tuple[str | None, str | None]]:
+    """Header line or refusal per file, one task per file on executors.
+
+    Envelopes are decrypted and authenticated end to end here, so a wrong key, a tampered
+    or a truncated file is refused on its own before any of it is read as data.
+    """
     if not files:
         return {}
-    results: Any = (
-        spark.sparkContext.parallelize(files, len(files))
-        .map(lambda item: _verify(item, transport_key_file))
-        .filter(lambda result: result[1] is not None)
-        .collect()  # one entry per refused file, never per row
+    results = (
+        spark.sparkContext.parallelize([FileToRead(*f) for f in files], len(files))
+        .map(lambda f: _inspect(f, transport_key_file))
+        .collect()  # one small tuple per file, never per row
     )
-    return dict(results)
+    return {sid: (header, refusal) for sid, header, refusal in results}

@@ -30,7 +30,6 @@ from caredata_spark.identifiers import (
     sex_status,
 )
 
-DUPLICATE_KEY = "DUPLICATE_KEY"
 # (earlier, later) pairs whose order is checked; the later date is dropped when out of order
 DATE_ORDER = {
     "hes_apc": (("ADMIDATE", "DISDATE"), ("EPISTART", "EPIEND"), ("ADMIDATE", "EPISTART")),
@@ -57,6 +56,97 @@ def record_key(dataset: Dataset) -> Column:
     return parts[0] if len(parts) == 1 else F.concat_ws("/", *parts)
 
 
+def _code_cleaners(dataset: Dataset) -> dict[str, tuple[Callable[[Column], Column], str]]:
+    return {
+        **{c: (clean_icd10, reasons.ICD10_BAD_FORMAT) for c in dataset.diagnoses},
+        **{c: (clean_opcs4, reasons.OPCS4_BAD_FORMAT) for c in dataset.operations},
+    }
+
+
+def _typed(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
+    """First pass: every field trimmed, parsed and cleaned once, with its status.
+
+    Raw values stay under `raw_<COLUMN>` so the second pass can tell "missing" from
+    "present but invalid" without re-parsing; each expression is written once in the plan.
+    """
+
+    def transform(parsed: DataFrame) -> DataFrame:
+        activity = parse_date(F.col(dataset.activity_date))
+        upper_bound = F.coalesce(activity, F.current_date())
+        nhs, dob, sex, postcode = (F.col(c) for c in dataset.identifiers)
+        cleaned = {
+            **{c: parse_date(F.col(c)) for c in dataset.dates},
+            **{c: clean(F.col(c)) for c, (clean, _) in _code_cleaners(dataset).items()},
+            **{c: F.col(c).try_cast("double") for c in dataset.numeric},
+        }
+        snomed = (
+            {"SNOMED_CODE": clean_snomed_id(F.col("SNOMED_CODE")),
+             "snomed_reason": reasons.reason(snomed_id_status(F.col("SNOMED_CODE")), reasons.SNOMED_REASONS)}
+            if "SNOMED_CODE" in dataset.columns
+            else {}
+        )
+        handled = {*cleaned, *snomed, *dataset.identifiers, *dataset.key, dataset.provider}
+        return parsed.select(
+            "submission_id",
+            "line_number",
+            "line",
+            "parse_problem",
+            record_key(dataset).alias("record_key"),
+            _value(F.col(dataset.provider)).alias("provider"),
+            *[_value(F.col(c)).alias(f"raw_{c}") for c in dict.fromkeys([*cleaned, *dataset.required])],
+            *[v.alias(c) for c, v in cleaned.items()],
+            *[v.alias(c) for c, v in snomed.items()],
+            *[_value(F.col(c)).alias(c) for c in dataset.columns if c not in handled],
+            clean_nhs_number(nhs).alias("nhs_number"),
+            clean_dob(dob, upper_bound).alias("dob"),
+            sex_code(sex).alias("sex"),
+            normalise_postcode(postcode).alias("postcode"),
+            reasons.reason(nhs_number_status(nhs), reasons.NHS_NUMBER_REASONS).alias("nhs_reason"),
+            reasons.reason(dob_status(dob, upper_bound), reasons.DOB_REASONS).alias("dob_reason"),
+            reasons.reason(sex_status(sex), reasons.SEX_REASONS).alias("sex_reason"),
+            reasons.reason(postcode_status(postcode), reasons.POSTCODE_REASONS).alias("postcode_reason"),
+        )
+
+    return transform
+
+
+def _judged(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
+    """Second pass: quarantine reasons and repair flags from the first pass's columns."""
+
+    def transform(typed: DataFrame) -> DataFrame:
+        def invalid(column: str) -> Column:
+            return F.col(f"raw_{column}").isNotNull() & F.col(column).isNull()
+
+        required_missing = [
+            F.when(F.col(f"raw_{c}").isNull(), _tagged(reasons.REQUIRED_MISSING, c)) for c in dataset.required
+        ]
+        activity_bad = F.when(invalid(dataset.activity_date), _tagged(reasons.DATE_BAD, dataset.activity_date))
+        snomed = [F.col("snomed_reason")] if "SNOMED_CODE" in dataset.columns else []
+        quarantine = _codes(F.col("parse_problem"), *required_missing, activity_bad, *snomed)
+
+        out_of_order = {
+            later: F.col(earlier) > F.col(later) for earlier, later in DATE_ORDER.get(dataset.name, ())
+        }
+        flags = _codes(
+            *[F.col(f"{field}_reason") for field in ("nhs", "dob", "sex", "postcode")],
+            *[F.when(invalid(c), _tagged(reasons.DATE_BAD, c)) for c in dataset.dates if c != dataset.activity_date],
+            *[F.when(bad, _tagged(reasons.DATES_OUT_OF_ORDER, later)) for later, bad in out_of_order.items()],
+            *[F.when(invalid(c), _tagged(code, c)) for c, (_, code) in _code_cleaners(dataset).items()],
+            *[F.when(invalid(c), _tagged(reasons.VALUE_NOT_NUMERIC, c)) for c in dataset.numeric],
+        )
+        repaired_dates = {later: F.when(~bad, F.col(later)) for later, bad in out_of_order.items()}
+        dropped = {c for c in typed.columns if c.startswith("raw_") or c.endswith("_reason")} | {"parse_problem"}
+        kept = [repaired_dates[c].alias(c) if c in repaired_dates else F.col(c) for c in typed.columns if c not in dropped]
+        return typed.select(
+            *kept,
+            is_pseudo_postcode(F.col("postcode")).alias("pseudo_postcode"),
+            quarantine.alias("quarantine_reasons"),
+            flags.alias("dq_flags"),
+        )
+
+    return transform
+
+
 def validate(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
     """Typed, cleaned columns plus `quarantine_reasons` and `dq_flags` (arrays of codes).
 
@@ -64,92 +154,7 @@ def validate(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
     submission_id, line_number and line, and adds record_key, typed dates, normalised
     identifiers (clean NHS number, DOB, sex code, postcode) and cleaned clinical codes.
     """
-
-    def transform(parsed: DataFrame) -> DataFrame:
-        activity = parse_date(F.col(dataset.activity_date))
-        dates = {c: parse_date(F.col(c)) for c in dataset.dates}
-        required_missing = [
-            F.when(_value(F.col(c)).isNull(), _tagged(reasons.REQUIRED_MISSING, c))
-            for c in dataset.required
-        ]
-        activity_bad = F.when(
-            _value(F.col(dataset.activity_date)).isNotNull() & activity.isNull(),
-            _tagged(reasons.DATE_BAD, dataset.activity_date),
-        )
-        snomed_reason = (
-            [reasons.reason(snomed_id_status(F.col("SNOMED_CODE")), reasons.SNOMED_REASONS)]
-            if "SNOMED_CODE" in dataset.columns
-            else []
-        )
-        quarantine = _codes(F.col("parse_problem"), *required_missing, activity_bad, *snomed_reason)
-
-        nhs = F.col(dataset.nhs)
-        dob = F.col(dataset.dob)
-        postcode = F.col(dataset.postcode)
-        upper_bound = F.coalesce(activity, F.current_date())
-        identifier_flags = [
-            reasons.reason(nhs_number_status(nhs), reasons.NHS_NUMBER_REASONS),
-            reasons.reason(dob_status(dob, upper_bound), reasons.DOB_REASONS),
-            reasons.reason(sex_status(F.col(dataset.sex)), reasons.SEX_REASONS),
-            reasons.reason(postcode_status(postcode), reasons.POSTCODE_REASONS),
-        ]
-        date_flags = [
-            F.when(_value(F.col(c)).isNotNull() & dates[c].isNull(), _tagged(reasons.DATE_BAD, c))
-            for c in dataset.dates
-            if c != dataset.activity_date
-        ]
-        out_of_order = {
-            later: dates[earlier] > dates[later] for earlier, later in DATE_ORDER.get(dataset.name, ())
-        }
-        order_flags = [
-            F.when(bad, _tagged(reasons.DATES_OUT_OF_ORDER, later)) for later, bad in out_of_order.items()
-        ]
-        code_columns = {
-            **{c: (clean_icd10, reasons.ICD10_BAD_FORMAT) for c in dataset.diagnoses},
-            **{c: (clean_opcs4, reasons.OPCS4_BAD_FORMAT) for c in dataset.operations},
-        }
-        code_flags = [
-            F.when(_value(F.col(c)).isNotNull() & clean(F.col(c)).isNull(), _tagged(code, c))
-            for c, (clean, code) in code_columns.items()
-        ]
-        numeric = {c: F.col(c).try_cast("double") for c in dataset.numeric}
-        value_flags = [
-            F.when(_value(F.col(c)).isNotNull() & value.isNull(), _tagged(reasons.VALUE_NOT_NUMERIC, c))
-            for c, value in numeric.items()
-        ]
-        flags = _codes(*identifier_flags, *date_flags, *order_flags, *code_flags, *value_flags)
-
-        typed_dates = {
-            c: F.when(~out_of_order[c], dates[c]) if c in out_of_order else dates[c]
-            for c in dataset.dates
-        }
-        clinical = {
-            **{c: clean(F.col(c)) for c, (clean, _) in code_columns.items()},
-            **numeric,
-            **({"SNOMED_CODE": clean_snomed_id(F.col("SNOMED_CODE"))} if snomed_reason else {}),
-        }
-        handled = {*dataset.dates, *clinical, *dataset.identifiers, *dataset.key, dataset.provider}
-        others = [_value(F.col(c)).alias(c) for c in dataset.columns if c not in handled]
-        sex = F.col(dataset.sex)
-        return parsed.select(
-            "submission_id",
-            "line_number",
-            "line",
-            record_key(dataset).alias("record_key"),
-            _value(F.col(dataset.provider)).alias("provider"),
-            *[v.alias(c) for c, v in typed_dates.items()],
-            *[v.alias(c) for c, v in clinical.items()],
-            *others,
-            clean_nhs_number(nhs).alias("nhs_number"),
-            clean_dob(dob, upper_bound).alias("dob"),
-            F.when(sex_status(sex) == reasons.VALID, sex_code(sex)).alias("sex"),
-            normalise_postcode(postcode).alias("postcode"),
-            is_pseudo_postcode(normalise_postcode(postcode)).alias("pseudo_postcode"),
-            quarantine.alias("quarantine_reasons"),
-            flags.alias("dq_flags"),
-        )
-
-    return transform
+    return lambda parsed: parsed.transform(_typed(dataset)).transform(_judged(dataset))
 
 
 def flag_duplicate_keys(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
@@ -167,7 +172,7 @@ def flag_duplicate_keys(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
         repeat = F.col("record_key").isNotNull() & (F.row_number().over(order) > 1)
         return df.withColumn(
             "quarantine_reasons",
-            F.when(repeat, F.array_append("quarantine_reasons", F.lit(DUPLICATE_KEY))).otherwise(
+            F.when(repeat, F.array_append("quarantine_reasons", F.lit(reasons.DUPLICATE_KEY))).otherwise(
                 F.col("quarantine_reasons")
             ),
         )
