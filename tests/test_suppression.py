@@ -139,8 +139,8 @@ def test_audit_finds_the_planted_giveaway_only_without_secondary_suppression(
 SHAPE = TableShape(hierarchies=(("area", "district"), ("age",), ("sex",)), split_by="area")
 
 
-def hierarchical_cells(spark: SparkSession, seed: int = 7) -> DataFrame:
-    """Cells of area > district x age x sex from a fixed random table with many small counts."""
+def random_interior(seed: int = 7) -> list[tuple[str, str, str, str, int]]:
+    """A fixed random area > district x age x sex interior with many small counts."""
     rng = np.random.default_rng(seed)
     rows = []
     for a in range(5):
@@ -149,8 +149,15 @@ def hierarchical_cells(spark: SparkSession, seed: int = 7) -> DataFrame:
                 for sex in ("1", "2"):
                     value = int(rng.choice([0, 1, 3, 6, 9, 14, 40]))
                     rows.append((f"A{a}", f"A{a}D{d}", age, sex, value))
+    return rows
+
+
+def hierarchical_cells(
+    spark: SparkSession, rows: list[tuple[str, str, str, str, int]] | None = None
+) -> DataFrame:
+    """Cells, margins included, of an area > district x age x sex interior."""
     interior = spark.createDataFrame(
-        rows, "area string, district string, age string, sex string, n long"
+        rows or random_interior(), "area string, district string, age string, sex string, n long"
     )
     dims = list(SHAPE.dimensions)
     summed = (
@@ -166,6 +173,13 @@ def hierarchical_cells(spark: SparkSession, seed: int = 7) -> DataFrame:
     )
 
 
+def whole_table_attack(protected: DataFrame) -> pd.DataFrame:
+    """The LP audit on the whole table at once, not sub-table by sub-table."""
+    whole = protected.toPandas().assign(**{INHERITED: False, SUBTABLE: "whole"})
+    flat = TableShape(hierarchies=SHAPE.hierarchies)
+    return audit_subtable(whole, flat, POLICY.protection, exact=True)
+
+
 def test_protected_hierarchical_table_passes_the_audit_and_publishes_no_small_count(
     spark: SparkSession,
 ) -> None:
@@ -174,11 +188,7 @@ def test_protected_hierarchical_table_passes_the_audit_and_publishes_no_small_co
     require_protected(protected.transform(audit(SHAPE, POLICY.protection)), SHAPE, "demo")
 
     # the top-down (modular) protection also holds when the whole table is attacked at once
-    whole = protected.toPandas().assign(**{INHERITED: False, SUBTABLE: "whole"})
-    attack = audit_subtable(
-        whole, TableShape(hierarchies=SHAPE.hierarchies), POLICY.protection, exact=True
-    )
-    assert attack["protected"].all()
+    assert whole_table_attack(protected)["protected"].all()
 
     summary = suppression_summary(protected)
     assert summary["cells"] == cells.count() and summary["primary"] > 0 and summary["secondary"] > 0
@@ -191,6 +201,30 @@ def test_protected_hierarchical_table_passes_the_audit_and_publishes_no_small_co
     shown = joined["count_value"].dropna()
     assert ((shown == 0) | ((shown >= 10) & (shown % 5 == 0))).all()
     assert (joined["count"] == SUPPRESSED_MARK).sum() == summary["primary"] + summary["secondary"]
+
+
+def test_a_small_total_over_many_small_cells_is_hidden_at_the_level_above(
+    spark: SparkSession,
+) -> None:
+    # A0 = 10 people over seven districts: published, it would pin each district to 1..6
+    # however much of A0 is hidden, so A0's sub-table forces its total to be suppressed
+    crowded = [("A0", f"A0D{d}", "all", "1", n) for d, n in enumerate([1, 1, 1, 1, 2, 2, 2])]
+    large = [
+        (f"A{a}", f"A{a}D{d}", "all", s, 40 + 3 * d)
+        for a in (1, 2)
+        for d in range(3)
+        for s in ("1", "2")
+    ]
+    protected = hierarchical_cells(spark, crowded + large).transform(protect(SHAPE, POLICY)).cache()
+    area_total = protected.where(
+        (F.col("area") == "A0")
+        & (F.col("district") == TOTAL)
+        & (F.col("sex") == "1")
+        & (F.col("age") == "all")
+    )
+    assert area_total.select(SUPPRESSED).first()[0]
+    require_protected(protected.transform(audit(SHAPE, POLICY.protection)), SHAPE, "demo")
+    assert whole_table_attack(protected)["protected"].all()
 
 
 def test_primary_only_hierarchical_table_fails_the_audit(spark: SparkSession) -> None:
