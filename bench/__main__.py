@@ -50,10 +50,17 @@ def _envelope(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     return run(spark, rows=args.rows)
 
 
+def _release(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    from bench.bench_release import run
+
+    return run(spark, rows=args.rows, people=max(args.people))
+
+
 BENCHES: dict[str, Bench] = {
     "storage": _storage,
     "envelope": _envelope,
     "ingest": _per_size("bench.bench_ingest"),
+    "release": _release,
 }
 
 
