@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,15 @@ import scipy.sparse as sp
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from caredata_spark.aggregates import COUNT, DENOMINATOR, GROUPING_ID, MEASURE, VALUE, TableShape
+from caredata_spark.aggregates import (
+    COUNT,
+    DENOMINATOR,
+    GROUPING_ID,
+    MEASURE,
+    VALUE,
+    TableShape,
+    table_cells,
+)
 from caredata_spark.config import ConfigError
 from caredata_spark.disclosure_audit import (
     FORCED,
@@ -54,12 +63,17 @@ from caredata_spark.disclosure_audit import (
     UPPER,
     ProtectionRule,
     attacker_bounds,
+    audit,
     feasibility,
+    require_protected,
     split_depth,
     structure,
     subtable_levels,
     subtables,
 )
+
+if TYPE_CHECKING:
+    from caredata_spark.publication_tables import TableDefinition
 
 SUPPRESSED_MARK = "*"  # HES convention: one mark for every suppressed cell, whatever the reason
 ROUNDED = "rounded"
@@ -301,10 +315,11 @@ def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame]
         return decided, unlocked
 
     def transform(cells: DataFrame) -> DataFrame:
-        marked = cells.transform(mark_primary(policy)).withColumn(FORCED, F.lit(False))
+        marked = (
+            cells.transform(mark_primary(policy)).withColumn(FORCED, F.lit(False)).localCheckpoint()
+        )
         if not policy.secondary:
             return marked.withColumn(SUPPRESSED, F.col(PRIMARY)).select(*protected_columns(shape))
-        marked = marked.localCheckpoint()
         for _ in range(MAX_BACKTRACKS):
             decided, unlocked = top_down(marked)
             if unlocked.isEmpty():
@@ -368,3 +383,30 @@ def suppression_summary(protected: DataFrame) -> dict[str, int]:
     ).first()
     assert row is not None
     return {k: int(v) for k, v in row.asDict().items()}
+
+
+@dataclass(frozen=True)
+class ProtectedTable:
+    """A table ready to publish: `public` holds no true count; `summary` is for the log."""
+
+    public: DataFrame
+    summary: dict[str, int]
+
+
+def protect_table(
+    records: DataFrame, definition: TableDefinition, policy: DisclosurePolicy, name: str
+) -> ProtectedTable:
+    """Record-level frame -> the audited public table, or DisclosureRisk naming a cell.
+
+    The whole engine in order: cells with margins, primary and secondary suppression,
+    the LP audit, then the public columns. Every level of the protection is checkpointed,
+    so the audit, the summary and the public table do not redo its LPs.
+    """
+    shape = TableShape.of(definition)
+    protected = records.transform(table_cells(definition, name)).transform(protect(shape, policy))
+    require_protected(protected.transform(audit(shape, policy.protection)), shape, name)
+    rate_per = definition.rate.per if definition.rate else None
+    return ProtectedTable(
+        public=protected.transform(publication(shape, rate_per)),
+        summary=suppression_summary(protected),
+    )

@@ -34,6 +34,7 @@ from caredata_spark.disclosure_audit import (
     audit_subtable,
     require_protected,
 )
+from caredata_spark.publication_tables import Dimension, Measure, TableDefinition
 from caredata_spark.suppression import (
     ROUNDED,
     SUPPRESSED_MARK,
@@ -41,6 +42,7 @@ from caredata_spark.suppression import (
     mark_primary,
     protect,
     protect_subtable,
+    protect_table,
     publication,
     suppression_summary,
 )
@@ -266,3 +268,36 @@ def test_policy_rejects_unknown_rounding() -> None:
         DisclosurePolicy(rounding="nearest10")
     with pytest.raises(ValueError, match="min_width"):
         ProtectionRule(min_width=0)
+
+
+def test_protect_table_runs_the_whole_engine_from_records(spark: SparkSession) -> None:
+    people = [
+        (f"{area}-{district}-{age}-{sex}-{i}", area, district, age, sex)
+        for area, district, age, sex, n in random_interior(seed=3)
+        for i in range(n)
+    ]
+    records = spark.createDataFrame(
+        people, "person_id string, area string, district string, age string, sex string"
+    )
+    definition = TableDefinition(
+        title="People",
+        source="test",
+        measure=Measure(count="persons"),
+        dimensions=[
+            Dimension("area"),
+            Dimension("district", within="area"),
+            Dimension("age"),
+            Dimension("sex"),
+        ],
+        split_by="area",
+    )
+    table = protect_table(records, definition, POLICY, "people")
+    public = table.public.toPandas()
+    assert VALUE not in public.columns and len(public) == table.summary["cells"]
+    assert (public["count"] == SUPPRESSED_MARK).sum() == table.summary["primary"] + table.summary[
+        "secondary"
+    ]
+    grand = public[(public[list(SHAPE.dimensions)] == TOTAL).all(axis=1)]
+    assert grand["count"].tolist() == [
+        str(int(oracle_rounded(np.array([len(people)]), "nearest5")[0]))
+    ]
