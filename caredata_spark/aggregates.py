@@ -109,7 +109,7 @@ def table_cells(definition: TableDefinition, name: str = "") -> Callable[[DataFr
 
     One aggregation with grouping sets; a rate table counts numerator and denominator in
     the same pass. Dimensions become strings; a real null becomes `UNKNOWN`, so that only
-    margins carry `TOTAL` (told apart by grouping(), not by null).
+    margins carry `TOTAL` (told apart by the grouping_id bits, not by null).
     """
     shape = TableShape.of(definition)
     dims = list(shape.dimensions)
