@@ -59,7 +59,6 @@ LINK_MAP_DDL = (
 )
 PERSONS_DDL = f"person_id string, origin string, signature binary, {IDENTITY_DDL}, run int"
 RUNS_DDL = "run int, source string, submission_id string"
-OUTCOME_COLUMNS = ("signature", "person_id", "match_step", "match_weight", "best_weight", "ambiguous_step")
 
 
 @dataclass(frozen=True)
@@ -90,15 +89,44 @@ def load_state(spark: SparkSession, store: DeltaStore, warehouse: str) -> State:
     )
 
 
-def _outcomes(*parts: DataFrame) -> DataFrame:
-    """One row per signature from the parts' results; at most one part links a signature.
+def materialised(frame: DataFrame) -> DataFrame:
+    """Compute `frame` now and cut its lineage, for a result later steps build on.
 
-    `stage` orders the parts, so the ambiguity kept is the earliest (a record ambiguous at
-    det_6 and then linked by score reports det_6).
+    Caching is not enough: each action re-analyses the whole logical plan built so far, and
+    on this job's chain of joins that grows to minutes per action and then out of memory.
+    Local checkpoints live in the executors' block managers (memory, spilling to disk); an
+    executor lost mid-run fails the run, which is then simply re-run (see above).
     """
-    merged = reduce(DataFrame.unionByName, parts)
+    return frame.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+
+
+OUTCOME_DDL = (
+    "signature binary, person_id string, match_step string, match_weight double, "
+    "best_weight double, ambiguous_step string"
+)
+
+
+def _outcome_part(frame: DataFrame, order: int) -> DataFrame:
+    """A part's results in the common outcome layout, tagged with the part's order."""
+    fields = [field.split() for field in OUTCOME_DDL.split(", ")]
+    return frame.select(
+        *[
+            (F.col(name) if name in frame.columns else F.lit(None)).cast(kind).alias(name)
+            for name, kind in fields
+        ],
+        F.lit(order).alias("part"),
+    )
+
+
+def signature_outcomes(*parts: DataFrame) -> DataFrame:
+    """One row per signature from the parts' results, in part order; at most one part links.
+
+    The ambiguity kept is the earliest part's (a record ambiguous at det_6 and then linked
+    by its score reports det_6).
+    """
+    merged = reduce(DataFrame.unionByName, [_outcome_part(p, n) for n, p in enumerate(parts)])
     earliest_ambiguity = F.min(
-        F.when(F.col("ambiguous_step").isNotNull(), F.struct("stage", "ambiguous_step"))
+        F.when(F.col("ambiguous_step").isNotNull(), F.struct("part", "ambiguous_step"))
     )
     return merged.groupBy("signature").agg(
         F.max("person_id").alias("person_id"),
@@ -109,136 +137,97 @@ def _outcomes(*parts: DataFrame) -> DataFrame:
     )
 
 
-def _part(frame: DataFrame, stage_number: int) -> DataFrame:
-    columns = [F.col(c) if c in frame.columns else F.lit(None) for c in OUTCOME_COLUMNS]
-    typed = frame.select(
-        *[c.cast(t).alias(n) for c, n, t in zip(columns, OUTCOME_COLUMNS, _OUTCOME_TYPES)]
-    )
-    return typed.withColumn("stage", F.lit(stage_number))
-
-
-_OUTCOME_TYPES = ("binary", "string", "string", "double", "double", "string")
-
-
 def link(
     spark: SparkSession, store: DeltaStore, warehouse: str, settings: LinkageSettings
 ) -> dict[str, Any]:
     """Run linkage once over the warehouse; returns the run's summary (counts only)."""
     logger = get_logger("linkage")
     state = load_state(spark, store, warehouse)
-    cached: list[DataFrame] = []
-
-    def keep(frame: DataFrame) -> DataFrame:
-        cached.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
-        return frame
-
-    try:
-        with stage(logger, "linkage_input", run=state.run) as metrics:
-            rows = keep(
-                with_signature(read_records(store, warehouse)).join(
-                    state.consumed, on="submission_id", how="left_anti"
-                )
+    with stage(logger, "linkage_input", run=state.run) as metrics:
+        rows = materialised(
+            with_signature(read_records(store, warehouse)).join(
+                state.consumed, on="submission_id", how="left_anti"
             )
-            per_source = {r["source"]: r["count"] for r in rows.groupBy("source").count().collect()}
-            metrics.update(per_source)
-        if not per_source:
-            log_event(logger, "linkage_nothing_new", run=state.run)
-            return {"run": None, "new_rows": 0}
+        )
+        per_source = {r["source"]: r["count"] for r in rows.groupBy("source").count().collect()}
+        metrics.update(per_source)
+    if not per_source:
+        log_event(logger, "linkage_nothing_new", run=state.run)
+        return {"run": None, "new_rows": 0}
 
+    with stage(logger, "persons", run=state.run):
         # earlier links of this batch's keys: a semi-join keeps the shuffle to batch size
         batch_keys = rows.select("source", "record_key").distinct()
         prior_links = state.link_map.join(batch_keys, on=["source", "record_key"], how="left_semi")
-
         gp_rows = rows.filter(F.col("source") == GP)
-        gp_persons = keep(register_gp(gp_rows, prior_links, nhs_owners(state.persons)))
+        gp_persons = materialised(register_gp(gp_rows, prior_links, nhs_owners(state.persons)))
         gp_index = gp_identities(gp_rows, gp_persons)
-
         hes_rows = rows.filter(F.col("source") != GP).join(
             prior_links.select("source", "record_key"), on=["source", "record_key"], how="left_anti"
         )
-        hes_signatures = keep(identities(hes_rows))
+        hes_signatures = materialised(identities(hes_rows))
         owners = nhs_owners(state.persons.unionByName(gp_index.withColumn("run", F.lit(state.run))))
-        founders = found_hes_persons(hes_signatures, owners)
-        new_index = keep(
+        founders = materialised(found_hes_persons(hes_signatures, owners))
+        new_index = materialised(
             gp_index.unionByName(founders)
             .join(state.persons.select("person_id", "signature"), on=["person_id", "signature"], how="left_anti")
             .withColumn("run", F.lit(state.run))
             .select(*PERSON_COLUMNS)
         )
-        reference = keep(
+        reference = materialised(
             state.persons.unionByName(new_index).select("person_id", "signature", *IDENTITY_COLUMNS)
         )
-
-        to_link = keep(hes_signatures.join(founders.select("signature"), on="signature", how="left_anti"))
-        deterministic = keep(link_deterministic(to_link, reference))
-        with stage(logger, "scored_step", run=state.run) as metrics:
-            known = deterministic.filter(F.col("person_id").isNotNull()).select("signature", "person_id")
-            scored, fit = link_scored(to_link, known, reference, settings)
-            metrics.update(fit.figures())
-
-        signature_outcomes = _outcomes(
-            _part(founders.select("signature", "person_id", F.lit(HES_CLUSTER).alias("match_step")), 0),
-            _part(deterministic, 1),
-            _part(scored, 2),
-        )
-        outcomes = keep(
-            _record_outcomes(hes_rows, signature_outcomes).unionByName(
-                _gp_outcomes(gp_rows, gp_persons)
-            )
+        to_link = materialised(
+            hes_signatures.join(founders.select("signature"), on="signature", how="left_anti")
         )
 
-        link_rows = outcomes.select(
-            "source", "record_key", "person_id", "match_step", "match_weight",
-            F.lit(state.run).alias("run"),
+    with stage(logger, "deterministic_steps", run=state.run):
+        deterministic = materialised(link_deterministic(to_link, reference))
+    with stage(logger, "scored_step", run=state.run) as metrics:
+        known = deterministic.filter(F.col("person_id").isNotNull()).select("signature", "person_id")
+        scored, fit = link_scored(to_link, known, reference, settings)
+        by_signature = signature_outcomes(
+            founders.select("signature", "person_id", F.lit(HES_CLUSTER).alias("match_step")),
+            deterministic,
+            scored,
         )
-        founded = new_index.join(
-            state.persons.select("person_id"), on="person_id", how="left_anti"
-        ).select("person_id", "origin")
-        report = reporting.build_report(spark, outcomes, founded, fit, state.run)
-        ledger = rows.select(F.lit(state.run).alias("run"), "source", "submission_id").distinct()
+        outcomes = materialised(
+            _record_outcomes(hes_rows, by_signature).unionByName(_gp_outcomes(gp_rows, gp_persons))
+        )
+        metrics.update(fit.figures())
 
-        with stage(logger, "linkage_write", run=state.run) as metrics:
-            txn = Txn(APP_ID, state.run)
-            store.write(new_index, table_path(warehouse, PERSONS), txn=txn)
-            store.write(link_rows, table_path(warehouse, LINK_MAP), partition_by=["source"], txn=txn)
-            store.write(report, table_path(warehouse, LINKAGE_REPORT), txn=txn)
-            store.write(ledger, table_path(warehouse, LINKAGE_RUNS), txn=txn)
-        summary = reporting.summarise(store.read(table_path(warehouse, LINKAGE_REPORT)), state.run)
-        log_event(logger, "linkage_summary", **summary)
-        return summary
-    finally:
-        for frame in cached:
-            frame.unpersist()
+    link_rows = outcomes.select(
+        "source", "record_key", "person_id", "match_step", "match_weight", F.lit(state.run).alias("run")
+    )
+    founded = new_index.join(state.persons.select("person_id"), on="person_id", how="left_anti")
+    report = reporting.build_report(spark, outcomes, founded.select("person_id", "origin"), fit, state.run)
+    ledger = rows.select(F.lit(state.run).alias("run"), "source", "submission_id").distinct()
+    with stage(logger, "linkage_write", run=state.run):
+        txn = Txn(APP_ID, state.run)
+        store.write(new_index, table_path(warehouse, PERSONS), txn=txn)
+        store.write(link_rows, table_path(warehouse, LINK_MAP), partition_by=["source"], txn=txn)
+        store.write(report, table_path(warehouse, LINKAGE_REPORT), txn=txn)
+        store.write(ledger, table_path(warehouse, LINKAGE_RUNS), txn=txn)
+    summary = reporting.summarise(store.read(table_path(warehouse, LINKAGE_REPORT)), state.run)
+    log_event(logger, "linkage_summary", **summary)
+    return summary
 
 
-def _record_outcomes(hes_rows: DataFrame, signature_outcomes: DataFrame) -> DataFrame:
+def _record_outcomes(hes_rows: DataFrame, by_signature: DataFrame) -> DataFrame:
     """Hospital record keys with their signature's outcome, one row per key.
 
     A key may arrive twice in one batch (a resubmitted episode): its linked version wins,
     then the larger signature, so the choice is deterministic.
     """
-    chosen = F.max(
-        F.struct(
-            F.col("person_id").isNotNull().alias("linked"),
-            "signature",
-            "provider",
-            "person_id",
-            "match_step",
-            "match_weight",
-            "best_weight",
-            "ambiguous_step",
-        )
-    ).alias("chosen")
+    fields = ("provider", "person_id", "match_step", "match_weight", "best_weight", "ambiguous_step")
+    linked_first = F.struct(F.col("person_id").isNotNull().alias("linked"), "signature", *fields)
     return (
         hes_rows.select("source", "record_key", "provider", "signature")
-        .join(signature_outcomes, on="signature", how="left")
+        .join(by_signature, on="signature", how="left")
         .groupBy("source", "record_key")
-        .agg(chosen)
-        .select("source", "record_key", *[F.col(f"chosen.{c}").alias(c) for c in _OUTCOME_FIELDS])
+        .agg(F.max(linked_first).alias("chosen"))
+        .select("source", "record_key", *[F.col("chosen")[c].alias(c) for c in fields])
     )
-
-
-_OUTCOME_FIELDS = ("provider", "person_id", "match_step", "match_weight", "best_weight", "ambiguous_step")
 
 
 def _gp_outcomes(gp_rows: DataFrame, gp_persons: DataFrame) -> DataFrame:

@@ -1,0 +1,213 @@
+"""The link job on a tiny warehouse: contract output, person ids, incremental runs, retry.
+
+One scenario runs once per module (linkage runs are the slow part): run 1, the same run
+retried after dying before its ledger commit, run 2 with a new month of submissions, and a
+run 3 with nothing new through the `caredata link` command. Tests assert on snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from test_linkage_deterministic import BOB, TWIN_1, TWIN_2
+from test_linkage_records import ALICE, Ids, clinical_rows, h, land
+
+from caredata_spark.cli import main
+from caredata_spark.linkage.job import link
+from caredata_spark.linkage.scoring import COMPARISONS
+from caredata_spark.linkage.settings import LinkageSettings
+from caredata_spark.storage import DeltaStore, open_store
+from caredata_spark.tables import LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS, PERSONS, table_path
+
+CAROL = Ids(dob="1990-06-07", sex="2", postcode="B1 1BB")  # registered without NHS number
+DAVE = Ids(nhs="6000000007", dob="2001-02-03", sex="1", postcode="M4 4DD")  # hospital only, at first
+ERIN = Ids(nhs="7000000008", dob="1960-11-12", sex="2", postcode="S2 2EE")
+
+RUN_1 = {
+    "gp_patients": [
+        ("A81001/1", "A81001", ALICE),
+        ("B82001/9", "B82001", ALICE.but(postcode="BD1 1AA")),  # an earlier registration
+        ("A81001/2", "A81001", BOB),
+        ("A81001/3", "A81001", CAROL),
+        ("A81001/4", "A81001", TWIN_1),
+        ("A81001/5", "A81001", TWIN_2),
+    ],
+    "hes_apc": [
+        ("E1", "RTH", ALICE),
+        ("E2", "RTH", BOB.but(postcode=None)),
+        ("E3", "RXH", DAVE),
+        ("E4", "RXH", DAVE.but(nhs=None)),
+        ("E5", "RXH", TWIN_1.but(nhs=None)),
+        ("E6", "RXH", Ids()),  # every identifier missing or a placeholder
+    ],
+    "hes_ae": [("A1", "RTH", CAROL)],
+}
+RUN_2 = {
+    "gp_patients": [
+        ("A81001/1", "A81001", ALICE.but(postcode="LS7 1AA")),  # next extract: she moved
+        ("C83001/7", "C83001", DAVE),  # the hospital-only person registers
+    ],
+    "hes_apc": [
+        ("E1", "RTH", ALICE),  # resubmitted: keeps its link, gets no second row
+        ("E7", "RTH", ALICE.but(nhs=None, postcode="LS7 1AA")),
+        ("E8", "RXH", ERIN),
+    ],
+}
+
+
+def nhs_person(ids: Ids) -> str:
+    """The id the job derives for the person an NHS number defines."""
+    assert ids.nhs
+    return hashlib.sha256(b"caredata/person/nhs/" + h("nhs", ids.nhs)).hexdigest()[:32]
+
+
+def gp_record_person(record_key: str) -> str:
+    return hashlib.sha256(f"caredata/person/gp/{record_key}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class Scenario:
+    warehouse: Path
+    first: dict[str, Any]
+    retried: dict[str, Any]
+    second: dict[str, Any]
+    link_map_1: list[tuple]
+    link_map_2: list[tuple]
+    versions_2: dict[str, int | None]
+
+
+def _land_all(spark: SparkSession, store: DeltaStore, warehouse: Path, batch: dict, tag: str) -> None:
+    for dataset, rows in batch.items():
+        land(store, warehouse, dataset, clinical_rows(spark, rows, f"{tag}-{dataset}"))
+
+
+def _rows(store: DeltaStore, warehouse: Path, name: str) -> list[tuple]:
+    frame = store.read(table_path(str(warehouse), name))
+    return sorted(tuple(r) for r in frame.select("source", "record_key", "person_id", "match_step", "run").collect())
+
+
+def _versions(store: DeltaStore, warehouse: Path) -> dict[str, int | None]:
+    return {n: store.version(table_path(str(warehouse), n)) for n in (LINK_MAP, PERSONS, LINKAGE_REPORT, LINKAGE_RUNS)}
+
+
+@pytest.fixture(scope="module")
+def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    store = open_store(spark)
+    settings = LinkageSettings()
+    _land_all(spark, store, warehouse, RUN_1, "m1")
+    first = link(spark, store, str(warehouse), settings)
+    link_map_1 = _rows(store, warehouse, LINK_MAP)
+    # run 1 dies after its link map commit, before the ledger's: the re-run is run 1 again
+    shutil.rmtree(table_path(str(warehouse), LINKAGE_RUNS))
+    retried = link(spark, store, str(warehouse), settings)
+    _land_all(spark, store, warehouse, RUN_2, "m2")
+    second = link(spark, store, str(warehouse), settings)
+    link_map_2 = _rows(store, warehouse, LINK_MAP)
+    versions_2 = _versions(store, warehouse)
+    return Scenario(warehouse, first, retried, second, link_map_1, link_map_2, versions_2)
+
+
+def test_first_run_links_per_contract(scenario: Scenario) -> None:
+    alice, bob, dave = nhs_person(ALICE), nhs_person(BOB), nhs_person(DAVE)
+    carol = gp_record_person("A81001/3")
+    assert scenario.link_map_1 == sorted(
+        [
+            ("gp", "A81001/1", alice, "gp_registration", 1),
+            ("gp", "B82001/9", alice, "gp_registration", 1),  # one person at two practices
+            ("gp", "A81001/2", bob, "gp_registration", 1),
+            ("gp", "A81001/3", carol, "gp_registration", 1),
+            ("gp", "A81001/4", nhs_person(TWIN_1), "gp_registration", 1),
+            ("gp", "A81001/5", nhs_person(TWIN_2), "gp_registration", 1),
+            ("hes_apc", "E1", alice, "det_1", 1),
+            ("hes_apc", "E2", bob, "det_2", 1),
+            ("hes_apc", "E3", dave, "hes_cluster", 1),
+            ("hes_apc", "E4", dave, "det_6", 1),
+            ("hes_apc", "E5", None, None, 1),  # a twin without NHS number: ambiguous
+            ("hes_apc", "E6", None, None, 1),
+            ("hes_ae", "A1", carol, "det_6", 1),
+        ]
+    )
+    assert scenario.first["records"]["hes_apc"] == {"det_1": 1, "det_2": 1, "det_6": 1, "hes_cluster": 1, "unlinked": 2}
+    assert scenario.first["ambiguous"] == {"hes_apc": 1}
+    assert scenario.first["new_persons"] == {"gp": 5.0, "hes": 1.0}
+
+
+def test_link_map_has_the_contract_columns(spark: SparkSession, scenario: Scenario) -> None:
+    link_map = open_store(spark).read(table_path(str(scenario.warehouse), LINK_MAP))
+    types = dict(link_map.dtypes)
+    assert {c: types[c] for c in ("source", "record_key", "person_id", "match_step")} == dict.fromkeys(
+        ("source", "record_key", "person_id", "match_step"), "string"
+    )
+    assert types["match_weight"] == "double"
+
+
+def test_a_retried_run_changes_nothing(scenario: Scenario) -> None:
+    assert scenario.retried["run"] == 1
+    first_keys = [row[:2] for row in scenario.link_map_1]
+    assert len(set(first_keys)) == len(first_keys)
+    assert [r for r in scenario.link_map_2 if r[4] == 1] == scenario.link_map_1
+
+
+def test_a_new_month_keeps_every_id_and_links_only_what_is_new(scenario: Scenario) -> None:
+    new_rows = [r for r in scenario.link_map_2 if r[4] == 2]
+    alice, dave = nhs_person(ALICE), nhs_person(DAVE)
+    assert new_rows == sorted(
+        [
+            ("gp", "C83001/7", dave, "gp_registration", 2),  # joins the hospital-only person
+            ("hes_apc", "E7", alice, "det_6", 2),  # matched by her new address from run 2's extract
+            ("hes_apc", "E8", nhs_person(ERIN), "hes_cluster", 2),
+        ]
+    )
+    keys = [r[:2] for r in scenario.link_map_2]
+    assert len(keys) == len(set(keys))
+    assert scenario.second["new_persons"] == {"hes": 1.0}
+
+
+def test_person_index_rows_are_per_identity(spark: SparkSession, scenario: Scenario) -> None:
+    persons = open_store(spark).read(table_path(str(scenario.warehouse), PERSONS))
+    by_person = {
+        r.person_id: (sorted(r.origins), r.identities)
+        for r in persons.groupBy("person_id")
+        .agg(F.collect_set("origin").alias("origins"), F.count("signature").alias("identities"))
+        .collect()
+    }
+    assert by_person[nhs_person(ALICE)] == (["gp"], 3)  # two practices, then a new address
+    # registered with the very identifiers his hospital records founded him with: one identity
+    assert by_person[nhs_person(DAVE)] == (["hes"], 1)
+    assert persons.count() == persons.dropDuplicates(["person_id", "signature"]).count()
+
+
+def test_report_counts_records_per_run_step_and_provider(spark: SparkSession, scenario: Scenario) -> None:
+    report = open_store(spark).read(table_path(str(scenario.warehouse), LINKAGE_REPORT))
+    records = report.filter("metric = 'records'")
+    per_run = {r.run: r.total for r in records.groupBy("run").agg(F.sum("value").alias("total")).collect()}
+    per_provider = {
+        r.provider: r.total
+        for r in records.filter("run = 1 AND source = 'hes_apc'")
+        .groupBy("provider")
+        .agg(F.sum("value").alias("total"))
+        .collect()
+    }
+    assert per_run == {1: 13.0, 2: 3.0}
+    assert per_provider == {"RTH": 2.0, "RXH": 4.0}
+    assert report.filter("metric = 'em_m' AND run = 1").count() == sum(len(c.levels) for c in COMPARISONS)
+
+
+def test_nothing_new_is_a_no_op_through_the_command(
+    scenario: Scenario, spark: SparkSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store(spark)
+
+    code = main(["link", "--warehouse", str(scenario.warehouse)])
+
+    assert code == 0
+    assert '"new_rows": 0' in capsys.readouterr().out
+    assert _versions(store, scenario.warehouse) == scenario.versions_2
