@@ -18,7 +18,7 @@ from caredata_spark.linkage.scoring import (
     COMPARISONS,
     LEVEL_COLUMNS,
     MatchModel,
-    _initial_m,
+    initial_m,
     decide,
     estimate_u,
     fit_m,
@@ -71,7 +71,7 @@ def test_a_session_leaves_its_blocked_comparison_alone() -> None:
 
     session = fit_m(blocked, TRUE_U, estimated=others, max_iterations=1000, tolerance=1e-10)
 
-    assert session.m[nhs] == _initial_m()[nhs]
+    assert session.m[nhs] == initial_m()[nhs]
     for index in others:
         assert session.m[index] == pytest.approx(TRUE_M[index], abs=0.01)
 

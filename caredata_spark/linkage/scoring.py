@@ -221,7 +221,7 @@ def estimate_u(random_patterns: Sequence[tuple[Pattern, int]]) -> tuple[tuple[fl
     return tuple(level_shares(random_patterns, index) for index in range(len(COMPARISONS)))
 
 
-def _initial_m() -> list[tuple[float, ...]]:
+def initial_m() -> list[tuple[float, ...]]:
     """Records of one person mostly agree: best level most likely."""
     shapes = [[4.0**k for k in range(len(c.levels))] for c in COMPARISONS]
     return [tuple(v / sum(shape) for v in shape) for shape in shapes]
@@ -248,7 +248,7 @@ def fit_m(
     Comparisons not estimated are left out of the likelihood: in a session blocked on an
     identifier, agreement on it says nothing about match status.
     """
-    m = _initial_m()
+    m = initial_m()
     prior = 0.5
     total = sum(n for _, n in patterns)
     iteration = 0
@@ -368,7 +368,7 @@ def train(
         random_pairs(sample, reference, sample_size * reference_rows, settings.u_sample_pairs, known)
     )
     u = estimate_u(random)
-    m = _initial_m()
+    m = initial_m()
     sessions = []
     names = [c.name for c in COMPARISONS]
     for rule, estimated, provided in TRAINING_SESSIONS:
