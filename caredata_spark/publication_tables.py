@@ -162,11 +162,51 @@ class TableDefinition:
 
 
 @dataclass(frozen=True)
+class Pathway:
+    """The linked pathway source: people with a `gp_code` event, and whether they were
+    admitted with an `admission` primary diagnosis within `months` of their first one."""
+
+    gp_code: Filter
+    admission: Filter
+    months: int = 12
+
+    def __post_init__(self) -> None:
+        if self.months <= 0:
+            raise ConfigError(f"months: must be positive, got {self.months}")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """How the publisher builds its record-level sources (`caredata_spark.publish`).
+
+    Ages are banded `age_band_years` wide up to the open band `oldest_band`+; hospital
+    activity counts over the `period_months` months up to the reference date.
+    """
+
+    pathway: Pathway
+    age_band_years: int = 5
+    oldest_band: int = 90
+    period_months: int = 12
+
+    def __post_init__(self) -> None:
+        for name in ("age_band_years", "oldest_band", "period_months"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.oldest_band % self.age_band_years:
+            raise ConfigError(
+                f"oldest_band: must be a multiple of age_band_years ({self.age_band_years}), "
+                f"got {self.oldest_band}"
+            )
+
+
+@dataclass(frozen=True)
 class Publication:
-    """Everything `conf/publication.yaml` holds: one disclosure policy, many tables."""
+    """Everything `conf/publication.yaml` holds: one disclosure policy, many tables, and how
+    their sources are built (absent from engine-only uses such as tests of one table)."""
 
     tables: dict[str, TableDefinition]
     disclosure: DisclosurePolicy = field(default_factory=DisclosurePolicy)
+    sources: Sources | None = None
 
 
 def _code_lists(codes: Any, where: str) -> dict[str, list[str]]:
@@ -207,7 +247,16 @@ def resolve_code_lists(publication: Publication, lists: dict[str, list[str]]) ->
                 ],
             )
         tables[name] = dataclasses.replace(table, filters=filters, rate=rate)
-    return dataclasses.replace(publication, tables=tables)
+    sources = publication.sources
+    if sources is not None:
+        where = "sources.pathway"
+        pathway = dataclasses.replace(
+            sources.pathway,
+            gp_code=_resolve(sources.pathway.gp_code, lists, f"{where}.gp_code"),
+            admission=_resolve(sources.pathway.admission, lists, f"{where}.admission"),
+        )
+        sources = dataclasses.replace(sources, pathway=pathway)
+    return dataclasses.replace(publication, tables=tables, sources=sources)
 
 
 def load_publication(
