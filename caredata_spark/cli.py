@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "caredata_spark.pipeline",
     "caredata_spark.release",
     "caredata_spark.subject_access",
+    "caredata_spark.publish",
 ]
 
 

@@ -61,7 +61,16 @@ def _link(context: Context, run_date: dt.date) -> dict[str, Any]:
     )
 
 
-STEPS = (Step("ingest", _ingest), Step("link", _link))
+def _publish(context: Context, run_date: dt.date) -> dict[str, Any]:
+    from caredata_spark.publish import default_out, publish, require_all_published
+
+    warehouse = context.require("warehouse")
+    result = publish(context.spark, context.store, warehouse, default_out(warehouse))
+    require_all_published(result)
+    return result.figures()
+
+
+STEPS = (Step("ingest", _ingest), Step("link", _link), Step("publish", _publish))
 
 
 class StepFailed(CaredataError):

@@ -34,5 +34,10 @@ def clinical(dataset: str) -> str:
     return f"clinical/{dataset}"
 
 
+def green(table: str) -> str:
+    """A published (green) table: anonymous aggregates, overwritten by each publication."""
+    return f"green/{table}"
+
+
 def table_path(warehouse: str, name: str) -> str:
     return f"{warehouse.rstrip('/')}/{name}"

@@ -1,0 +1,462 @@
+"""`caredata publish` end to end on a small hand-made warehouse, and its sources' rules.
+
+The warehouse (a few hundred people, some tiny practices, districts and providers so
+that many cells are small) is written once per module with the store; the whole
+publication runs once over it and the tests read what it left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from caredata_spark.aggregates import COUNT, MEASURE, TOTAL, VALUE, table_cells
+from caredata_spark.cli import main
+from caredata_spark.disclosure_audit import DisclosureRisk, ProtectionRule
+from caredata_spark.publication_tables import (
+    Dimension,
+    Measure,
+    Publication,
+    TableDefinition,
+    load_publication,
+)
+from caredata_spark.publish import (
+    MANIFEST,
+    SOURCES,
+    Warehouse,
+    age_band,
+    default_out,
+    publish,
+    require_all_published,
+)
+from caredata_spark.storage import DeltaStore, open_store
+from caredata_spark.submissions import LEDGER
+from caredata_spark.tables import LINK_MAP, SUBMISSIONS, clinical, green, table_path
+
+REFERENCE = dt.date(2025, 3, 31)
+DIABETES, HYPERTENSION = "44054006", "59621000"
+SVG = "{http://www.w3.org/2000/svg}"
+
+# practice -> (district, weight): a tiny practice and tiny districts make small cells
+PRACTICES = {"A81001": ("LS1", 12), "B82002": ("M1", 10), "C83003": ("LS9", 1)}
+DISTRICTS = {"LS1": 10, "LS2": 6, "LS9": 1, "M1": 9, "M2": 1}
+PEOPLE = 260  # plus a few with a story of their own
+
+
+@dataclass(frozen=True)
+class Registration:
+    key: str
+    person: str | None  # link map person id; None = did not link
+    district: str
+    reg: dt.date
+    age_at_reg: int
+    sex: str = "1"
+    dereg: dt.date | None = None
+    run: int = 1
+
+
+@dataclass
+class Built:
+    """What the fixture wrote, for expected values computed without Spark."""
+
+    root: Path
+    registrations: list[Registration]
+    events: list[tuple[str, dt.date, str]]  # key, date, SNOMED code
+    apc: list[tuple[str, str, dt.date, str]]  # key, person, admission date, DIAG_01
+    ae: list[tuple[str, str, dt.date]]  # key, provider, arrival
+
+
+def _ledger(spark: SparkSession, runs: dict[str, int]) -> DataFrame:
+    rows = [
+        (sid, sid.split("-")[0], None, None, "csv", 1, run, "ingested", None, 1, 1, 0, 0, None)
+        for sid, run in runs.items()
+    ]
+    return spark.createDataFrame(rows, LEDGER)
+
+
+def make_registrations(rng: random.Random) -> list[Registration]:
+    regs = []
+    for i in range(PEOPLE):
+        practice = rng.choices(list(PRACTICES), [w for _, w in PRACTICES.values()])[0]
+        district = rng.choices(list(DISTRICTS), list(DISTRICTS.values()))[0]
+        years_ago = rng.randint(0, 20)
+        regs.append(
+            Registration(
+                key=f"{practice}/{i}",
+                person=f"p{i}",
+                district=district,
+                reg=dt.date(REFERENCE.year - years_ago, 3, 31),
+                age_at_reg=max(0, rng.randint(0, 95) - years_ago),
+                sex=rng.choice("1122221119"),
+            )
+        )
+    return regs + [
+        # a mover: counted once, at the later practice and district
+        Registration("A81001/m1", "mover", "LS1", dt.date(2010, 3, 31), 30),
+        Registration("B82002/m2", "mover", "M1", dt.date(2020, 3, 31), 40),
+        # left before the reference date
+        Registration("A81001/gone", "gone", "LS1", dt.date(2012, 3, 31), 50, dereg=dt.date(2024, 1, 1)),
+        # re-sent by a later extract with a deregistration: the later row wins
+        Registration("A81001/resent", "resent", "LS2", dt.date(2012, 3, 31), 50, run=1),
+        Registration(
+            "A81001/resent", "resent", "LS2", dt.date(2012, 3, 31), 50,
+            dereg=dt.date(2024, 6, 1), run=2,
+        ),
+        # did not link: a person of its own
+        Registration("B82002/unlinked", None, "M2", dt.date(2015, 3, 31), 60, sex="2"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def built(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    root = tmp_path_factory.mktemp("publish") / "warehouse"
+    store = open_store(spark)
+    rng = random.Random(6)
+    regs = make_registrations(rng)
+    runs: dict[str, int] = {}
+
+    def sub(dataset: str, run: int = 1) -> str:
+        runs[f"{dataset}-{run}"] = run
+        return f"{dataset}-{run}"
+
+    def write(name: str, rows: list[tuple], schema: str) -> None:
+        store.write(spark.createDataFrame(rows, schema), table_path(str(root), name))
+
+    write(
+        clinical("gp_patients"),
+        [
+            (sub("gp_patients", r.run), r.key, r.key.split("/")[0], r.reg, r.dereg, r.reg,
+             r.age_at_reg, r.sex, r.district, r.district.rstrip("0123456789"))
+            for r in regs
+        ],
+        "submission_id string, record_key string, provider string, REG_DATE date, "
+        "dereg_date date, activity_date date, age int, sex string, district string, area string",
+    )
+    events = []
+    diabetic: dict[str, dt.date] = {}
+    for r in regs[:PEOPLE]:
+        if rng.random() < 0.45:
+            first = dt.date(2022, 1, 1) + dt.timedelta(days=rng.randint(0, 1000))
+            diabetic.setdefault(r.person, first)
+            events += [(r.key, first, DIABETES), (r.key, first + dt.timedelta(days=90), DIABETES)]
+        if rng.random() < 0.3:
+            events.append((r.key, dt.date(2020, 5, 5), HYPERTENSION))
+    # the mover's code at their old practice counts; one after the reference date does not
+    events += [("A81001/m1", dt.date(2011, 1, 1), DIABETES), ("B82002/m2", REFERENCE + dt.timedelta(days=1), HYPERTENSION)]
+    write(
+        clinical("gp_events"),
+        [(sub("gp_events"), k, d, code, d) for k, d, code in events],
+        "submission_id string, record_key string, EVENT_DATE date, SNOMED_CODE string, "
+        "activity_date date",
+    )
+    apc = []
+    persons = [r.person for r in regs if r.person]
+    for i in range(220):
+        person = rng.choice(persons)
+        admitted = REFERENCE - dt.timedelta(days=rng.randint(0, 500))
+        if person in diabetic and rng.random() < 0.5:
+            admitted = diabetic[person] + dt.timedelta(days=rng.randint(10, 500))
+        diag = rng.choice(["E119", "E119", "I10X", "J459", "C509", "K359"] + ["Q210"] * (i % 40 == 0))
+        apc.append((f"EPI{i}", person, "RAA", admitted, admitted, diag, rng.randint(20, 90), rng.choice("12")))
+        if i % 10 == 0:  # a second episode of the same spell: still one admission
+            apc.append((f"EPI{i}b", person, "RAA", admitted, admitted + dt.timedelta(days=2), "Z515", 50, "1"))
+    write(
+        clinical("hes_apc"),
+        [(sub("hes_apc"), k, prov, adm, start, diag, age, sex, adm)
+         for k, _, prov, adm, start, diag, age, sex in apc],
+        "submission_id string, record_key string, provider string, ADMIDATE date, "
+        "EPISTART date, DIAG_01 string, age int, sex string, activity_date date",
+    )
+    op = [
+        (f"OP{i}", REFERENCE - dt.timedelta(days=rng.randint(0, 364)),
+         rng.choice("5556623"), rng.choice(["100", "100", "110", "300", "300", "999"]))
+        for i in range(240)
+    ]
+    write(
+        clinical("hes_op"),
+        [(sub("hes_op"), k, d, att, spec, d) for k, d, att, spec in op],
+        "submission_id string, record_key string, APPTDATE date, ATTENDED string, "
+        "TRETSPEF string, activity_date date",
+    )
+    ae = [
+        (f"AE{i}", rng.choices(["RAA", "RBB", "RCC"], [20, 10, 1])[0],
+         REFERENCE - dt.timedelta(days=rng.randint(0, 364)))
+        for i in range(240)
+    ]
+    ae.append(("AE-old", "RAA", dt.date(2023, 1, 1)))  # before the period
+    write(
+        clinical("hes_ae"),
+        [(sub("hes_ae"), k, prov, d, d) for k, prov, d in ae],
+        "submission_id string, record_key string, provider string, ARRIVALDATE date, "
+        "activity_date date",
+    )
+    links = sorted({("gp", r.key, r.person) for r in regs}) + [
+        ("hes_apc", k, p) for k, p, *_ in apc
+    ]
+    write(
+        LINK_MAP,
+        [(s, k, p, "test" if p else None) for s, k, p in links],
+        "source string, record_key string, person_id string, match_step string",
+    )
+    store.write(_ledger(spark, runs), table_path(str(root), SUBMISSIONS))
+    return Built(root, regs, events, [(k, p, adm, diag) for k, p, _, adm, _, diag, *_ in apc], ae)
+
+
+@dataclass(frozen=True)
+class Published:
+    result: object
+    out: Path
+    store: DeltaStore
+
+
+@pytest.fixture(scope="module")
+def published(spark: SparkSession, built: Built) -> Published:
+    out = built.root.parent / "site"
+    store = open_store(spark)
+    result = publish(spark, store, str(built.root), out, REFERENCE)
+    return Published(result, out, store)
+
+
+def green_table(p: Published, built: Built, name: str) -> DataFrame:
+    return p.store.read(table_path(str(built.root), green(name)))
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+def registered(spark: SparkSession, built: Built) -> pd.DataFrame:
+    pub = load_publication()
+    wh = Warehouse(open_store(spark), str(built.root))
+    return SOURCES["gp_registered"](wh, REFERENCE, pub.sources).toPandas()
+
+
+def test_registered_people_one_row_each_at_their_latest_current_registration(
+    spark: SparkSession, built: Built
+) -> None:
+    people = registered(spark, built).drop(columns="snomed_code").drop_duplicates()
+    assert people["person_id"].is_unique
+    assert {"gone", "resent"}.isdisjoint(people["person_id"])
+    mover = people.set_index("person_id").loc["mover"]
+    assert (mover["practice"], mover["district"], mover["area"]) == ("B82002", "M1", "M")
+    assert mover["age_band"] == "45-49"  # 40 at registration in 2020, five years on
+    own = people[people["person_id"] == "gp:B82002/unlinked"]
+    assert own[["sex", "age_band"]].values.tolist() == [["Female", "70-74"]]
+    expected = {r.person or f"gp:{r.key}" for r in built.registrations} - {"gone", "resent"}
+    assert set(people["person_id"]) == expected
+
+
+def test_a_persons_codes_come_from_all_their_registrations_up_to_the_reference_date(
+    spark: SparkSession, built: Built
+) -> None:
+    rows = registered(spark, built)
+    codes = set(rows[rows["person_id"] == "mover"]["snomed_code"].dropna())
+    assert DIABETES in codes and HYPERTENSION not in codes
+
+
+def _year_on(day: dt.date) -> dt.date:
+    """Spark's add_months(day, 12): the same day a year on (29 February -> 28th)."""
+    try:
+        return day.replace(year=day.year + 1)
+    except ValueError:
+        return day.replace(year=day.year + 1, day=28)
+
+
+def test_pathway_flags_linked_people_admitted_within_a_year_of_their_first_code(
+    spark: SparkSession, built: Built
+) -> None:
+    person_of = {r.key: r.person for r in built.registrations}
+    current = {r.person for r in built.registrations if r.person} - {"gone", "resent"}
+    first: dict[str, dt.date] = {}
+    for key, day, code in built.events:
+        person = person_of[key]
+        if code == DIABETES and person in current and day <= REFERENCE:
+            first[person] = min(day, first.get(person, day))
+    cohort = {p: d for p, d in first.items() if d <= dt.date(2024, 3, 31)}
+    admitted = {
+        p for _, p, day, diag in built.apc
+        if p in cohort and diag[:3] in {"E10", "E11", "E12", "E13", "E14"}
+        and cohort[p] <= day <= _year_on(cohort[p])
+    }
+    expected = spark.createDataFrame(
+        [(p, str(p in admitted).lower()) for p in sorted(cohort)],
+        "person_id string, admitted_12m string",
+    )
+    pub = load_publication()
+    wh = Warehouse(open_store(spark), str(built.root))
+    actual = SOURCES["diabetes_pathway"](wh, REFERENCE, pub.sources).select(
+        "person_id", "admitted_12m"
+    )
+    assert 0 < len(admitted) < len(cohort)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_spell_of_several_episodes_is_one_admission(spark: SparkSession, built: Built) -> None:
+    pub = load_publication()
+    wh = Warehouse(open_store(spark), str(built.root))
+    admissions = SOURCES["hes_apc"](wh, REFERENCE, pub.sources)
+    in_period = [
+        a for a in built.apc if dt.date(2024, 3, 31) < a[2] <= REFERENCE and not a[0].endswith("b")
+    ]
+    assert admissions.count() == len(in_period)
+    assert admissions.where(F.col("chapter").startswith("21 ")).count() == 0  # Z515 episodes
+
+
+def test_age_bands_are_zero_padded_with_an_open_top_band(spark: SparkSession) -> None:
+    sources = load_publication().sources
+    assert sources is not None
+    ages = spark.createDataFrame([(0,), (4,), (5,), (89,), (90,), (104,), (None,), (-1,)], "age int")
+    bands = [r[0] for r in ages.select(age_band(F.col("age"), sources)).collect()]
+    assert bands == ["00-04", "00-04", "05-09", "85-89", "90+", "90+", None, None]
+
+
+# --- the publication ---------------------------------------------------------------------
+
+
+def test_every_table_is_published_to_delta(published: Published, built: Built) -> None:
+    names = set(load_publication().tables)
+    assert set(published.result.published) == names
+    assert published.result.refused == {}
+    for name in names:
+        assert green_table(published, built, name).count() > 0, name
+
+
+def test_no_published_value_equals_a_true_small_count(
+    spark: SparkSession, published: Published, built: Built
+) -> None:
+    pub = load_publication()
+    wh = Warehouse(open_store(spark), str(built.root))
+    small_cells = 0
+    for name, definition in pub.tables.items():
+        dims = [d.name for d in definition.dimensions]
+        truth = SOURCES[definition.source](wh, REFERENCE, pub.sources).transform(
+            table_cells(definition, name)
+        )
+        small = truth.where(F.col(VALUE).between(1, pub.disclosure.max_small))
+        shown = green_table(published, built, name)
+        for measure in {COUNT, *(["denominator"] if definition.rate else [])}:
+            cells = small.where(F.col(MEASURE) == measure).join(shown, on=dims, how="left")
+            small_cells += cells.count()
+            assert cells.where(F.col(measure) != "*").count() == 0, (name, measure)
+        values = [c for c in shown.columns if c.endswith("_value") and c != "rate_value"]
+        for column in values:
+            assert shown.where(F.col(column).between(1, pub.disclosure.max_small)).count() == 0
+    assert small_cells > 20  # the warehouse really has small cells to protect
+
+
+def test_ae_totals_count_attendances_in_the_period(published: Published, built: Built) -> None:
+    """Rounded totals from an independent count of the fixture's rows (the old one excluded)."""
+    in_period = [p for _, p, d in built.ae if d > dt.date(2024, 3, 31)]
+    table = green_table(published, built, "ae_by_provider_month").where(
+        F.col("month") == TOTAL
+    )
+    shown = {r["provider"]: r["count"] for r in table.collect()}
+    for provider in ("RAA", "RBB", TOTAL):
+        n = len(in_period) if provider == TOTAL else in_period.count(provider)
+        assert shown[provider] == str((n + 2) // 5 * 5), provider
+
+
+def test_csv_downloads_match_the_delta_tables(published: Published, built: Built) -> None:
+    for name in published.result.published:
+        csv = pd.read_csv(published.out / f"{name}.csv", dtype=str, keep_default_na=False)
+        delta = green_table(published, built, name).toPandas()
+        delta = delta.astype(
+            {c: "Int64" for c in ("count_value", "denominator_value") if c in delta}
+        ).astype(str).replace({"<NA>": "", "nan": "", "None": ""})
+        key = list(delta.columns)
+        assert list(csv.columns) == key
+        pd.testing.assert_frame_equal(
+            csv.sort_values(key, ignore_index=True), delta.sort_values(key, ignore_index=True)
+        )
+
+
+class Page(HTMLParser):
+    """Collects links and inline SVG while checking every end tag closes its element."""
+
+    VOID = {"meta", "br", "img", "link", "input", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [v for k, v in attrs if tag == "a" and k == "href" and v]
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes {self.open[-1:]}"
+        self.open.pop()
+
+
+def test_every_page_parses_and_its_links_resolve(published: Published) -> None:
+    pages = sorted(published.out.glob("*.html"))
+    names = {p.stem for p in pages}
+    assert names == {"index", *published.result.published}
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        parser = Page()
+        parser.feed(text)
+        assert parser.open == [], page.name
+        for link in parser.links:
+            assert (published.out / link).is_file(), (page.name, link)
+        if page.stem != "index":
+            svg = text[text.index("<svg") : text.index("</svg>") + len("</svg>")]
+            chart = ET.fromstring(svg)
+            assert chart.tag == f"{SVG}svg" and chart.findall(f"{SVG}rect"), page.name
+
+
+def test_the_manifest_names_the_reference_date(published: Published) -> None:
+    manifest = (published.out / MANIFEST).read_text(encoding="utf-8")
+    assert '"reference_date": "2025-03-31"' in manifest
+    assert not list(published.out.parent.glob(".site.*"))  # no staging left behind
+
+
+# --- refusal -----------------------------------------------------------------------------
+
+
+def test_a_table_failing_its_audit_is_not_published_and_the_rest_are(
+    spark: SparkSession, built: Built, tmp_path: Path
+) -> None:
+    """Without secondary suppression and with a wide protection rule, RCC's small count
+    (about 10 attendances, some months 1-7) cannot be protected; months alone can."""
+    pub = load_publication()
+    by = lambda dims: TableDefinition(  # noqa: E731
+        title="A&E", source="hes_ae", measure=Measure(count="records"),
+        dimensions=[Dimension(d) for d in dims],
+    )
+    strict = Publication(
+        tables={"ae_by_provider_month": by(["provider", "month"]), "ae_by_month": by(["month"])},
+        disclosure=dataclasses.replace(
+            pub.disclosure, secondary=False, protection=ProtectionRule(min_width=20)
+        ),
+        sources=pub.sources,
+    )
+    store = open_store(spark)
+    result = publish(spark, store, str(built.root), tmp_path / "site", REFERENCE, strict)
+    assert set(result.refused) == {"ae_by_provider_month"}
+    assert set(result.published) == {"ae_by_month"}
+    assert (tmp_path / "site" / "ae_by_month.html").is_file()
+    assert not (tmp_path / "site" / "ae_by_provider_month.html").exists()
+    with pytest.raises(DisclosureRisk, match="ae_by_provider_month is not publishable: provider="):
+        require_all_published(result)
+
+
+def test_default_output_is_beside_the_warehouse() -> None:
+    assert default_out("/data/wh/") == "/data/publication"
+    assert default_out("wh") == "./publication"
+
+
+def test_cli_refuses_a_bad_reference_date(built: Built) -> None:
+    assert main(["--warehouse", str(built.root), "publish", "--date", "31/03/2025"]) == 2
