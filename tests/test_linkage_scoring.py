@@ -25,7 +25,8 @@ from caredata_spark.linkage.scoring import (
     link_scored,
     scored_pairs,
 )
-from caredata_spark.linkage.settings import LinkageSettings
+from caredata_spark.config import ConfigError
+from caredata_spark.linkage.settings import LinkageSettings, linkage_settings
 
 TRUE_M = ((0.01, 0.04, 0.95), (0.02, 0.05, 0.03, 0.90), (0.01, 0.99), (0.15, 0.15, 0.70))
 TRUE_U = ((0.97, 0.0005, 0.0295), (0.80, 0.15, 0.01, 0.04), (0.5, 0.5), (0.85, 0.12, 0.03))
@@ -213,3 +214,11 @@ def test_scored_step_links_what_rules_miss_and_never_twins(spark: SparkSession) 
     }
     assert typos and not typos & set(by_rules)
     assert {s for s in typos if links.get(s)} == typos
+
+
+def test_settings_are_validated_naming_the_field() -> None:
+    assert linkage_settings({}).min_weight == pytest.approx(math.log2(999))
+    with pytest.raises(ConfigError, match="min_probability"):
+        linkage_settings({"min_probability": 1.5})
+    with pytest.raises(ConfigError, match="linkage.threshold"):
+        linkage_settings({"threshold": 0.9})
