@@ -61,6 +61,7 @@ BENCHES: dict[str, Bench] = {
     "envelope": _envelope,
     "ingest": _per_size("bench.bench_ingest"),
     "release": _release,
+    "publish": _per_size("bench.bench_publish"),
 }
 
 
