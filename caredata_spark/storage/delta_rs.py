@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from urllib.parse import quote, unquote
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
@@ -109,6 +111,15 @@ class _StagedWrite:
         self.write_id = uuid.uuid4().hex[:16]
         self.staging = f"{self.base}/{STAGING}/{self.write_id}"
         self.moved: list[str] = []
+
+    def prepare(self) -> None:
+        """Create the staging root on the driver first: an unwritable warehouse is then one
+        clear error here, not a failed Spark job logging a stack trace per task."""
+        try:
+            self.fs.create_dir(f"{self.base}/{STAGING}", recursive=True)
+        except OSError as err:
+            reason = os.strerror(err.errno) if err.errno else type(err).__name__
+            raise StorageError(f"cannot write Delta table {self.root}: {reason}") from err
 
     @property
     def staging_uri(self) -> str:
@@ -250,8 +261,15 @@ class DeltaRsStore(DeltaStore):
         files = [unquote(uri) for uri in table.file_uris()]  # the log stores URI-encoded paths
         if not files:
             return empty_frame(self.spark, schema)
-        # Hive-style directories let Spark's own partition discovery restore partition columns
-        frame = self.spark.read.schema(schema).option("basePath", table.table_uri).parquet(*files)
+        try:
+            # Hive-style directories let Spark's own partition discovery restore partition columns
+            frame = self.spark.read.schema(schema).option("basePath", table.table_uri).parquet(*files)
+        except AnalysisException as err:
+            if err.getCondition() == "PATH_NOT_FOUND":
+                raise StorageError(
+                    f"Delta table {path} is damaged: a data file its log names is missing"
+                ) from err
+            raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
         return frame.select(*schema.fieldNames())
 
     def _write(
@@ -264,6 +282,7 @@ class DeltaRsStore(DeltaStore):
         txn: Txn | None,
     ) -> None:
         staged = _StagedWrite(path)
+        staged.prepare()
         committed = False
         try:
             df.write.mode("errorifexists").partitionBy(*partition_by).parquet(staged.staging_uri)
