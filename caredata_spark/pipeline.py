@@ -4,7 +4,8 @@ Steps run in order for a run date. The run ledger (`ops/pipeline_runs`) records 
 step's start and finish; a finished step is skipped when the run is repeated, and a run
 that died mid-step resumes at that step (each step is itself idempotent: ingest and
 linkage consume only what they have not consumed, under Delta transaction ids). Each
-step's figures go to `ops/metrics` and to the log as JSON lines.
+step's figures go to `ops/metrics` and to the log as JSON lines; while a step runs, its
+active Spark stages are logged every 30 seconds (`progress`).
 
 Exit codes a scheduler can act on: 0 done; 3 done, but some inputs were refused (see the
 ingest ledger); 1 a step failed (re-run to resume); 2 usage or configuration error.
@@ -25,6 +26,7 @@ from pyspark.sql import functions as F
 from caredata_spark.cli import Command, Context
 from caredata_spark.errors import CaredataError, InputRefused, UsageError
 from caredata_spark.observability import get_logger, log_event
+from caredata_spark.progress import progress
 from caredata_spark.tables import METRICS, PIPELINE_RUNS, table_path
 
 LOG = get_logger("pipeline")
@@ -117,7 +119,8 @@ def run_pipeline(context: Context, run_date: dt.date, steps: tuple[Step, ...] = 
         _record(context, run_date, step.name, "started", None, None)
         started = time.perf_counter()
         try:
-            figures[step.name] = step.run(context, run_date)
+            with progress(context.spark, LOG, step.name):
+                figures[step.name] = step.run(context, run_date)
         except Exception as err:
             seconds = time.perf_counter() - started
             _record(context, run_date, step.name, "failed", seconds, type(err).__name__)
