@@ -192,9 +192,12 @@ def month(date: str) -> Column:
 
 
 def chapter_label(code: Column, chapters: list[Icd10Chapter]) -> Column:
-    """`04 Endocrine, nutritional and metabolic diseases` (numbered so chapters sort)."""
+    """`04 Endocrine, nutritional and metabolic diseases` (numbered so chapters sort); null
+    (published `Unknown`) for a missing, malformed or unchaptered code."""
     chapter = icd10_chapter(code, chapters)
-    return F.format_string("%02d %s", chapter["chapter"], chapter["label"])
+    return F.when(
+        chapter.isNotNull(), F.format_string("%02d %s", chapter["chapter"], chapter["label"])
+    )
 
 
 # --- sources ----------------------------------------------------------------------------
@@ -202,7 +205,8 @@ def chapter_label(code: Column, chapters: list[Icd10Chapter]) -> Column:
 
 @dataclass(frozen=True)
 class Warehouse:
-    """The tables the sources read, each with its record selection already applied."""
+    """The warehouse as the sources read it: a missing table is a usage error (publish
+    runs after ingest and link), a clinical table is read one row per record key."""
 
     store: DeltaStore
     root: str
@@ -259,8 +263,9 @@ def registered_people(wh: Warehouse, reference: dt.date, sources: Sources) -> Da
 
 
 def gp_codes(wh: Warehouse, reference: dt.date) -> DataFrame:
-    """Distinct (person, SNOMED code, first date) of GP events up to `reference`: a person
-    has a condition once, however often it is coded or re-sent."""
+    """GP codes up to `reference`, one row per (person, record key, code) with its first
+    date: a person has a condition once, however often it is coded or re-sent. The record
+    key stays so that an unlinked patient can still be told apart (`person_or_record`)."""
     events = wh.table(clinical("gp_events")).select("record_key", "EVENT_DATE", "SNOMED_CODE")
     return (
         events.where(F.col("EVENT_DATE") <= F.lit(reference))
@@ -443,7 +448,7 @@ def public_frame(public: DataFrame) -> pd.DataFrame:
     Bounded by the table's cells, not the population. Counts stay integers (pandas would
     make a column with nulls float and print 40.0).
     """
-    dims = [c for c in public.columns[: public.columns.index(GROUPING_ID)]]
+    dims = public.columns[: public.columns.index(GROUPING_ID)]
     frame = public.toPandas().sort_values([GROUPING_ID, *dims], ignore_index=True)
     counts = [c for c in ("count_value", "denominator_value") if c in frame.columns]
     return frame.astype({c: "Int64" for c in counts})

@@ -74,7 +74,7 @@ class Built:
     root: Path
     registrations: list[Registration]
     events: list[tuple[str, dt.date, str]]  # key, date, SNOMED code
-    apc: list[tuple[str, str, dt.date, str]]  # key, person, admission date, DIAG_01
+    apc: list[tuple[str, str, dt.date, str | None]]  # key, person, admission date, DIAG_01
     ae: list[tuple[str, str, dt.date]]  # key, provider, arrival
 
 
@@ -169,6 +169,7 @@ def built(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Buil
         if person in diabetic and rng.random() < 0.5:
             admitted = diabetic[person] + dt.timedelta(days=rng.randint(10, 500))
         diag = rng.choice(["E119", "E119", "I10X", "J459", "C509", "K359"] + ["Q210"] * (i % 40 == 0))
+        diag = None if i % 25 == 7 else diag  # a missing or malformed code (published Unknown)
         apc.append((f"EPI{i}", person, "RAA", admitted, admitted, diag, rng.randint(20, 90), rng.choice("12")))
         if i % 10 == 0:  # a second episode of the same spell: still one admission
             apc.append((f"EPI{i}b", person, "RAA", admitted, admitted + dt.timedelta(days=2), "Z515", 50, "1"))
@@ -290,7 +291,7 @@ def test_pathway_flags_linked_people_admitted_within_a_year_of_their_first_code(
     cohort = {p: d for p, d in first.items() if d <= dt.date(2024, 3, 31)}
     admitted = {
         p for _, p, day, diag in built.apc
-        if p in cohort and diag[:3] in {"E10", "E11", "E12", "E13", "E14"}
+        if p in cohort and (diag or "")[:3] in {"E10", "E11", "E12", "E13", "E14"}
         and cohort[p] <= day <= _year_on(cohort[p])
     }
     expected = pd.DataFrame(
@@ -311,6 +312,7 @@ def test_a_spell_of_several_episodes_is_one_admission(
     ]
     assert len(admissions) == len(in_period)
     assert not admissions["chapter"].str.startswith("21 ").any()  # the Z515 second episodes
+    assert admissions["chapter"].isna().sum() == sum(a[3] is None for a in in_period) > 0
 
 
 def test_age_bands_are_zero_padded_with_an_open_top_band(spark: SparkSession) -> None:
