@@ -31,13 +31,14 @@ def _linkable_postcode() -> Column:
 def linkage_messages() -> dict[str, Column]:
     """What each linkage hash is computed from (null in, null hash out)."""
     nhs = F.col("nhs_number")
+    digits = F.col("nhs_digits")  # valid, or 10 digits failing only the check digit
     dob = F.col("dob")
     day, month, year = F.dayofmonth(dob), F.month(dob), F.year(dob)
     swappable = (day <= 12) & (day != month)
     messages = {
         "h_nhs": nhs,
         **{
-            f"h_nhs_del_{i}": F.concat(F.substring(nhs, 1, i), F.substring(nhs, i + 2, NHS_DIGITS))
+            f"h_nhs_del_{i}": F.concat(F.substring(digits, 1, i), F.substring(digits, i + 2, NHS_DIGITS))
             for i in range(NHS_DIGITS)
         },
         "h_sex": F.when(F.col("sex").isin("1", "2"), F.col("sex")),
@@ -59,7 +60,10 @@ def with_linkage_hashes(linkage_key: KeyFrame) -> Callable[[DataFrame], DataFram
         dob = F.col("dob")
         return (
             df.transform(keyed_hashes(linkage_key, linkage_messages()))
-            .withColumn("h_nhs_del", F.when(F.col("h_nhs").isNotNull(), F.array(*[f"h_nhs_del_{i}" for i in range(NHS_DIGITS)])))
+            .withColumn(
+                "h_nhs_del",
+                F.when(F.col("nhs_digits").isNotNull(), F.array(*[f"h_nhs_del_{i}" for i in range(NHS_DIGITS)])),
+            )
             .drop(*[f"h_nhs_del_{i}" for i in range(NHS_DIGITS)])
             .withColumn("dob_jan1", (F.month(dob) == 1) & (F.dayofmonth(dob) == 1))
             .withColumn("communal", F.lit(False))

@@ -60,7 +60,7 @@ LOG = get_logger("ingest")
 LINKED_DATASETS = ("gp_patients", "hes_apc", "hes_op", "hes_ae")
 GP_DATASETS = ("gp_patients", "gp_events")
 OUTCOMES = ("read", "accepted", "quarantined", "dropped")
-IDENTIFYING = ("line", "nhs_number", "dob", "postcode", "pseudo_postcode", "quarantine_reasons")
+IDENTIFYING = ("line", "nhs_number", "nhs_digits", "dob", "postcode", "pseudo_postcode", "quarantine_reasons")
 OBJECTION_EVENTS = "record_key string, objection_type int, status string, event_date date, submission_id string"
 
 

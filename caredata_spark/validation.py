@@ -98,6 +98,7 @@ def _typed(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
             *[v.alias(c) for c, v in snomed.items()],
             *[_value(F.col(c)).alias(c) for c in dataset.columns if c not in handled],
             clean_nhs_number(nhs).alias("nhs_number"),
+            F.regexp_replace(nhs, r"\s", "").alias("raw_nhs_digits"),
             clean_dob(dob, upper_bound).alias("dob"),
             sex_code(sex).alias("sex"),
             normalise_postcode(postcode).alias("postcode"),
@@ -135,10 +136,13 @@ def _judged(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
             *[F.when(invalid(c), _tagged(reasons.VALUE_NOT_NUMERIC, c)) for c in dataset.numeric],
         )
         repaired_dates = {later: F.when(~bad, F.col(later)) for later, bad in out_of_order.items()}
+        # a mistyped digit always fails Modulus 11: keep such numbers for typo-tolerant hashes
+        typo_candidate = F.col("nhs_reason").isNull() | (F.col("nhs_reason") == reasons.NHS_BAD_CHECK)
         dropped = {c for c in typed.columns if c.startswith("raw_") or c.endswith("_reason")} | {"parse_problem"}
         kept = [repaired_dates[c].alias(c) if c in repaired_dates else F.col(c) for c in typed.columns if c not in dropped]
         return typed.select(
             *kept,
+            F.when(typo_candidate, F.col("raw_nhs_digits")).alias("nhs_digits"),
             is_pseudo_postcode(F.col("postcode")).alias("pseudo_postcode"),
             quarantine.alias("quarantine_reasons"),
             flags.alias("dq_flags"),
