@@ -1,0 +1,100 @@
+"""Airflow DAG: the caredata pipeline once a day, as `spark-submit jobs/run.py --date {{ ds }}`.
+
+Copy this file into the Airflow DAGs folder and set the Airflow Variables below (or edit
+the defaults). Nothing in the repository imports it; it needs Airflow 2.7+ only where it
+runs.
+
+The task maps `caredata run`'s exit codes to what a scheduler should do:
+
+    0  done                                   success
+    1  a step failed; a re-run resumes it     retried (with back-off), then failed + alert
+    2  usage or configuration error            failed at once, no retry (a retry cannot help)
+    3  done, but some inputs were refused      success, and an alert to the data managers
+    killed by a signal (lost node, OOM kill)  retried, like 1: the run resumes where it died
+
+A retry re-runs the same `--date`; the run ledger (`ops/pipeline_runs`) skips finished
+steps and the step that died resumes under its Delta transaction ids, so retries never
+duplicate data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+import subprocess
+
+from airflow import DAG
+from airflow.exceptions import AirflowException, AirflowFailException
+from airflow.models import Variable
+from airflow.operators.python import PythonOperator
+from airflow.utils.email import send_email
+
+REPO = Variable.get("caredata_repo", default_var="/opt/caredata-spark")
+SPARK_SUBMIT = Variable.get("caredata_spark_submit", default_var="spark-submit")
+MASTER = Variable.get("caredata_master", default_var="spark://spark-master:7077")
+DELTA = Variable.get("caredata_delta_package", default_var="io.delta:delta-spark_2.13:4.0.0")
+ALERTS = Variable.get("caredata_alert_email", default_var="safe-haven-ops@example.nhs.uk")
+
+DONE, STEP_FAILED, USAGE, INPUTS_REFUSED = 0, 1, 2, 3
+
+SUBMIT = [
+    SPARK_SUBMIT,
+    "--master", MASTER,
+    "--packages", DELTA,
+    "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
+    "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "--archives", f"{REPO}/dist/env.tar.gz#env",
+    "--conf", "spark.pyspark.python=./env/bin/python",
+    "--py-files", f"{REPO}/dist/caredata_spark.zip",
+    "--files", f"{REPO}/conf/cluster.yaml",
+    f"{REPO}/jobs/run.py", "--conf", "cluster.yaml",
+]
+
+
+def run_pipeline(run_date: str) -> None:
+    """One `caredata run` for `run_date`; its exit code decides retry, failure or alert."""
+    command = [*SUBMIT, "--date", run_date]
+    print("running:", shlex.join(command), flush=True)
+    code = subprocess.run(command, check=False).returncode
+    if code == DONE:
+        return
+    if code == INPUTS_REFUSED:
+        send_email(
+            to=ALERTS,
+            subject=f"caredata run {run_date}: submissions refused",
+            html_content=(
+                f"The pipeline run of {run_date} finished, but some submissions were refused. "
+                "Their reasons are in the ingest/submissions table (status = 'refused'); the "
+                "submitters need to send corrected files, which the next run picks up."
+            ),
+        )
+        return
+    if code == USAGE:
+        raise AirflowFailException(f"caredata run {run_date}: usage or configuration error (exit 2)")
+    raise AirflowException(f"caredata run {run_date}: exit {code}; a retry resumes the failed step")
+
+
+with DAG(
+    dag_id="caredata_pipeline",
+    description="ingest -> link -> publish -> due releases, daily",
+    schedule="0 2 * * *",  # after the overnight submission window closes
+    start_date=dt.datetime(2025, 4, 1),
+    catchup=False,
+    max_active_runs=1,  # runs share one warehouse; the ledger assumes one writer at a time
+    default_args={
+        "owner": "safe-haven-ops",
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=15),
+        "retry_exponential_backoff": True,
+        "email": [ALERTS],
+        "email_on_failure": True,
+        "email_on_retry": False,
+        "execution_timeout": dt.timedelta(hours=8),
+    },
+    tags=["caredata"],
+) as dag:
+    PythonOperator(
+        task_id="caredata_run",
+        python_callable=run_pipeline,
+        op_kwargs={"run_date": "{{ ds }}"},
+    )
