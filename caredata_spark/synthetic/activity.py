@@ -22,10 +22,11 @@ from caredata_spark.synthetic.people import DAYS_PER_YEAR, OBJECTION_TYPES, cond
 from caredata_spark.synthetic.sampling import Draws
 from caredata_spark.synthetic.settings import Activity, SynthSettings
 
+GP_DATASETS = ("gp_patients", "gp_events")
+ROWS_PER_TASK = 2_000_000
 PATIENT_ID_BITS = 32  # person ids < 2^28, so a practice-keyed permutation of 32 bits
 RECORD_KEY_BITS = 39  # (person id, record number < 128) < 2^35; 39 bits print as 12 digits
 RECORDS_PER_PERSON = 128
-OBJECTION_SEQ = 1_000_000  # objection events sort after any clinical event of the same day
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Rows:
     dataset: str
     frame: DataFrame  # contract columns, `submitter`, `order` columns, truth columns
     order: tuple[str, ...]  # sorts a submitter's rows into file order (unique per row)
+    clustered: bool = False  # a submitter's rows already share one partition
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,28 @@ class Plan:
     draws: Draws
     book: CodeBook
     objection_codes: ObjectionCodes
+    parallelism: int  # tasks the cluster runs at once
 
     @property
     def structural_dirt(self) -> bool:
         return self.settings.format == "csv"
+
+    def submitters(self, dataset: str) -> int:
+        return self.layout.practices if dataset in GP_DATASETS else self.layout.providers
+
+    def partitions(self, dataset: str) -> int:
+        """Tasks that write a dataset: enough to keep every core busy and tasks near
+        ROWS_PER_TASK rows, never more than there are submitters (one file each)."""
+        activity = self.settings.activity
+        per_person_year = {
+            "gp_events": activity.gp_events.rate,
+            "hes_apc": activity.hes_apc.rate,
+            "hes_op": activity.hes_op.rate,
+            "hes_ae": activity.hes_ae.rate,
+        }.get(dataset, 0.0)
+        rows = self.settings.people * max(1.0, per_person_year * self.settings.years)
+        wanted = max(self.parallelism, round(rows / ROWS_PER_TASK))
+        return max(1, min(self.submitters(dataset), wanted))
 
 
 def _text(day: Column) -> Column:
@@ -147,64 +167,72 @@ def gp_patients(regs: DataFrame, plan: Plan) -> Rows:
         .transform(with_dirty_rows("gp_patients", plan.settings.dirty.gp_patients, plan.structural_dirt, plan.draws, ["person_id", "reg"]))
         .drop("reg")
     )
-    return Rows("gp_patients", frame, ("PATIENT_ID",))
+    return Rows("gp_patients", frame, ("PATIENT_ID",), clustered=True)
 
 
 def gp_events(regs: DataFrame, plan: Plan) -> Rows:
     """Consultations, observations and condition reviews in the registration's part of the
-    period, and objection codes (any date: the latest code decides, so history matters)."""
+    period, then objection codes (any date: the latest code decides, so history matters).
+
+    One explode per registration: positions 1..n_clinical are drawn from the catalogue,
+    the positions after them are the registration's objection codes.
+    """
     settings, draws, book = plan.settings, plan.draws, plan.book
     start, end = F.lit(settings.start), F.lit(settings.end)
     first = F.greatest(start, F.col("reg_date"))
     last = F.least(end, F.coalesce(F.date_sub(F.col("dereg_date"), 1), end))
     days = F.greatest(F.datediff(last, first) + 1, F.lit(0))
     years = days / DAYS_PER_YEAR
-    counts = {"n_routine": draws.count("gp/routine", F.col("id"), F.col("reg"), mean=_expected(settings.activity.gp_events, settings, years))}
+    person, reg, seq = F.col("id"), F.col("reg"), F.col("seq")
+    counts = {"n_routine": draws.count("gp/routine", person, reg, mean=_expected(settings.activity.gp_events, settings, years))}
     for condition in settings.conditions:
         mean = F.when(F.col(condition_column(condition.name)), condition.events_per_year * years).otherwise(0.0)
-        counts[f"n_{condition.name}"] = draws.count(f"gp/{condition.name}", F.col("id"), F.col("reg"), mean=mean)
-    seq = F.col("seq")
+        counts[f"n_{condition.name}"] = draws.count(f"gp/{condition.name}", person, reg, mean=mean)
     stratum = F.when(seq <= F.col("n_routine"), book.strata.index(F.col("band"), F.col("sex")))
     bound = F.col("n_routine")
     for position, condition in enumerate(settings.conditions):
         bound = bound + F.col(f"n_{condition.name}")
         stratum = stratum.when(seq <= bound, F.lit(book.condition_stratum(position)))
-    keys = (F.col("id"), F.col("reg"), seq)
-    code_index = book.gp_events.index(draws, "gp/code", *keys, stratum=stratum)
-    clinical = (
-        regs.withColumn("first_day", first)
-        .withColumn("days", days)
-        .withColumns(counts)
-        .withColumn("n_events", sum((F.col(c) for c in counts), F.lit(0)))
+    keys = (person, reg, seq)
+    clinical = F.col("objection").isNull()
+    code_index = F.col("code_index")
+    events = (
+        regs.withColumns({"first_day": first, "days": days, "held": _objection_events(plan.objection_codes), **counts})
+        .withColumn("n_clinical", sum((F.col(c) for c in counts), F.lit(0)))
+        .withColumn("n_events", F.col("n_clinical") + F.size("held"))
         .where(F.col("n_events") > 0)
         .withColumn("seq", F.explode(F.sequence(F.lit(1), F.col("n_events"))))
-        .withColumn("code_index", code_index)
-        .withColumn("event_day", F.date_add(F.col("first_day"), draws.below("gp/date", *keys, n=F.col("days")).cast("int")))
-        .withColumn("snomed_code", book.gp_events.code_at(F.col("code_index")))
-        .withColumn("value", book.gp_events.value_at(F.col("code_index"), draws.normal("gp/value", *keys)))
+        .withColumn("objection", F.when(seq > F.col("n_clinical"), F.try_element_at("held", seq - F.col("n_clinical"))))
+        .withColumn("code_index", F.when(clinical, book.gp_events.index(draws, "gp/code", *keys, stratum=stratum)))
+        .withColumns(
+            {
+                "event_day": F.coalesce(
+                    F.col("objection.day"),
+                    F.date_add(F.col("first_day"), draws.below("gp/date", *keys, n=F.col("days"))),
+                ),
+                "snomed_code": F.coalesce(F.col("objection.code"), book.gp_events.code_at(code_index)),
+                "value": F.when(clinical, book.gp_events.value_at(code_index, draws.normal("gp/value", *keys))),
+            }
+        )
     )
-    objections = _objection_events(regs, plan.objection_codes)
     columns = {
         **_gp_identity(),
         "EVENT_DATE": _text(F.col("event_day")),
         "SNOMED_CODE": F.col("snomed_code"),
         "VALUE": F.col("value"),
     }
-    order = ("PATIENT_ID", "event_day", "seq")
-    select = [*_row("gp_events", columns, F.col("practice_code"), _gp_key()), "event_day", "seq", "reg"]
     frame = (
-        clinical.select(*select)
-        .unionByName(objections.select(*select))
+        events.select(*_row("gp_events", columns, F.col("practice_code"), _gp_key()), "event_day", "seq", "reg")
         .transform(with_dirty_rows("gp_events", plan.settings.dirty.gp_events, plan.structural_dirt, draws, ["person_id", "reg", "seq"]))
         .drop("reg")
     )
-    return Rows("gp_events", frame, order)
+    return Rows("gp_events", frame, ("PATIENT_ID", "event_day", "seq"), clustered=True)
 
 
-def _objection_events(regs: DataFrame, codes: ObjectionCodes) -> DataFrame:
-    """Dissent and withdrawal codes (the first configured code of each). The current
-    practice holds them all (GP2GP moves the record with the patient); an old practice
-    only those coded before the patient left."""
+def _objection_events(codes: ObjectionCodes) -> Column:
+    """A registration's objection codes as (code, day) structs: the first configured code
+    of each kind. The current practice holds them all (GP2GP moves the record with the
+    patient); an old practice only those coded before the patient left."""
     events = []
     for objection_type in OBJECTION_TYPES:
         dissent_on, withdrawn_on, _ = objection_columns(objection_type)
@@ -213,16 +241,9 @@ def _objection_events(regs: DataFrame, codes: ObjectionCodes) -> DataFrame:
             F.struct(F.lit(type_codes.dissent[0]).alias("code"), F.col(dissent_on).alias("day")),
             F.struct(F.lit(type_codes.withdrawn[0]).alias("code"), F.col(withdrawn_on).alias("day")),
         ]
-    held = F.filter(
+    return F.filter(
         F.array(*events),
         lambda e: e["day"].isNotNull() & ((F.col("reg") == 0) | (e["day"] < F.col("dereg_date"))),
-    )
-    return (
-        regs.select("*", F.posexplode(held).alias("position", "event"))
-        .withColumn("seq", F.col("position") + OBJECTION_SEQ)
-        .withColumn("event_day", F.col("event.day"))
-        .withColumn("snomed_code", F.col("event.code"))
-        .withColumn("value", F.lit(None).cast("string"))
     )
 
 
@@ -372,7 +393,9 @@ def hes_ae(people: DataFrame, plan: Plan) -> Rows:
 
 
 def all_rows(people: DataFrame, plan: Plan) -> list[Rows]:
-    regs = registrations(people, plan)
+    """The five datasets. Registrations are shuffled to their practice before GP events
+    are drawn, so the events (most of the rows) never cross the network."""
+    regs = registrations(people, plan).repartition(plan.partitions("gp_events"), "practice_code")
     return [
         gp_patients(regs, plan),
         gp_events(regs, plan),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -32,7 +33,6 @@ from caredata_spark.tables import DATASETS
 
 TRUTH_PEOPLE = "people"  # person_id -> true identifiers, registrations, conditions, objections
 TRUTH_RECORDS = "records"  # every landing-zone row -> person, noise, dirt, objection state
-GP_DATASETS = ("gp_patients", "gp_events")
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,9 @@ def generate(
     objection_codes = load_objection_codes(settings.objections_file)
     layout = Layout.plan(settings.people, settings.population)
     draws = Draws(settings.seed)
-    plan = Plan(settings, layout, draws, book, objection_codes)
-    people = population(spark, settings, layout, draws)
+    plan = Plan(settings, layout, draws, book, objection_codes, spark.sparkContext.defaultParallelism)
+    # Every dataset and the truth read the population: compute it once, on the executors.
+    people = population(spark, settings, layout, draws).persist(StorageLevel.MEMORY_AND_DISK)
     landing_path.mkdir(parents=True, exist_ok=True)
     staging = Path(staging_folder(str(landing_path)))
     created: list[Path] = []
@@ -107,7 +108,7 @@ def generate(
         with stage(logger, "synth_records", format=settings.format) as metrics:
             created.append(truth_path / TRUTH_RECORDS)
             store.write(
-                _landing_and_truth(spark, plan, people, staging, public_key),
+                _landing_and_truth(plan, people, staging, public_key),
                 str(truth_path / TRUTH_RECORDS),
                 mode="overwrite",
                 partition_by=["dataset"],
@@ -120,14 +121,14 @@ def generate(
             shutil.rmtree(path, ignore_errors=True)
         raise
     finally:
+        people.unpersist()
         shutil.rmtree(staging, ignore_errors=True)
     return SynthResult(str(landing_path), str(truth_path), settings.people, layout.practices, layout.providers, rows, files)
 
 
-def _landing_and_truth(spark: SparkSession, plan: Plan, people: DataFrame, staging: Path, public_key: str | None) -> DataFrame:
+def _landing_and_truth(plan: Plan, people: DataFrame, staging: Path, public_key: str | None) -> DataFrame:
     """All five datasets' files (written as a side effect) and their truth rows, one job."""
     settings = plan.settings
-    parallelism = spark.sparkContext.defaultParallelism
     truths = []
     for rows in all_rows(people, plan):
         fmt = FileFormat(
@@ -137,8 +138,7 @@ def _landing_and_truth(spark: SparkSession, plan: Plan, people: DataFrame, stagi
             row_group=settings.files.parquet_row_group,
             public_key=public_key,
         )
-        submitters = plan.layout.practices if rows.dataset in GP_DATASETS else plan.layout.providers
-        truths.append(write(prepare(rows, settings, plan.draws, fmt, submitters, parallelism), str(staging), fmt))
+        truths.append(write(prepare(rows, plan, fmt), str(staging), fmt))
     return reduce(DataFrame.unionByName, truths)
 
 

@@ -43,14 +43,12 @@ from pyspark.sql.types import (
 )
 
 from caredata_spark.contract import DATASETS
-from caredata_spark.synthetic.activity import Rows
-from caredata_spark.synthetic.sampling import Draws
+from caredata_spark.synthetic.activity import Plan, Rows
 from caredata_spark.synthetic.settings import SynthSettings
 
 EXTRA_COLUMN = "EXTRACT_DATE"  # the column some submitters add of their own
 EXTRA_FIELD = "Y"  # what a dirty row carries in a field its header does not have
 CSV_OPTIONS = {"escape": '"', "emptyValue": "", "nullValue": ""}  # RFC 4180, empty = missing
-ROWS_PER_TASK = 2_000_000
 
 TRUTH_SCHEMA = StructType(
     [
@@ -67,6 +65,7 @@ TRUTH_SCHEMA = StructType(
     ]
 )
 _OUTPUT = TRUTH_SCHEMA.fieldNames()
+_TRUTH_FIELDS = [c for c in _OUTPUT if c not in ("dataset", "submitter", "file", "row_number")]
 
 
 @dataclass(frozen=True)
@@ -97,72 +96,75 @@ def period_label(settings: SynthSettings) -> str:
     return f"{settings.start:%Y%m%d}-{settings.end:%Y%m%d}"
 
 
-def _expected_rows(dataset: str, settings: SynthSettings) -> float:
-    activity = settings.activity
-    per_person = {
-        "gp_patients": 1.0 + settings.population.movers,
-        "gp_events": activity.gp_events.rate * settings.years,
-        "hes_apc": activity.hes_apc.rate * settings.years,
-        "hes_op": activity.hes_op.rate * settings.years,
-        "hes_ae": activity.hes_ae.rate * settings.years,
-    }[dataset]
-    return per_person * settings.people
-
-
 def _csv(columns: Sequence[str], extract_date: str) -> Column:
     values = [F.lit(extract_date).alias(c) if c == EXTRA_COLUMN else F.col(c) for c in columns]
     return F.to_csv(F.struct(*values), CSV_OPTIONS)
 
 
-def prepare(rows: Rows, settings: SynthSettings, draws: Draws, fmt: FileFormat, submitters: int, parallelism: int) -> DataFrame:
+def prepare(rows: Rows, plan: Plan, fmt: FileFormat) -> DataFrame:
     """Rows in file order, one submitter per task, with `file`, `row_number` and, for CSV,
-    each finished line `_line`; the truth columns ride along."""
-    files = settings.files
+    each finished line `_line`; the truth columns ride along.
+
+    CSV lines are built before the shuffle, so one string per row crosses it instead of
+    every column; per-file constants (`file`, `dataset`) are added after it.
+    """
+    settings, draws, files = plan.settings, plan.draws, plan.settings.files
     submitter = F.col("submitter")
     u = draws.uniform("file/variant", F.lit(fmt.dataset), submitter)
     variant = F.when(u < files.shuffled_columns, 1).when(u < files.shuffled_columns + files.extra_column, 2).otherwise(0)
-    name = F.concat(
-        F.lit(f"{fmt.dataset}/"), submitter, F.lit(f"/{fmt.dataset}_"), submitter,
-        F.lit(f"_{period_label(settings)}.{fmt.extension}"),
-    )
-    partitions = max(1, min(submitters, max(parallelism, round(_expected_rows(fmt.dataset, settings) / ROWS_PER_TASK))))
+    extract_date = f"{settings.end:%Y-%m-%d}"
+    carried = [*_TRUTH_FIELDS, "submitter", *rows.order, "_variant"]
+    frame = rows.frame.withColumn("_variant", variant)
+    if fmt.kind == "parquet":
+        frame = frame.withColumn(EXTRA_COLUMN, F.lit(extract_date)).select(
+            *carried, *(c for c in (*DATASETS[fmt.dataset].columns, EXTRA_COLUMN) if c not in carried)
+        )
+    else:
+        frame = frame.withColumn("_line", _csv_line(fmt.orders, extract_date)).select(*carried, "_line")
+    if not rows.clustered:
+        frame = frame.repartition(plan.partitions(fmt.dataset), "submitter")
     in_file = Window.partitionBy("submitter").orderBy(*rows.order)
     frame = (
-        rows.frame.withColumn("_variant", variant)
-        .withColumn("file", name)
-        .withColumn("dataset", F.lit(fmt.dataset))
-        .repartition(partitions, "submitter")
-        .withColumn("row_number", F.row_number().over(in_file))
+        frame.withColumn("row_number", F.row_number().over(in_file))
         .withColumn("_last", F.lead("record_key").over(in_file).isNull())
-    )
-    extract_date = f"{settings.end:%Y-%m-%d}"
-    if fmt.kind == "parquet":
-        return frame.withColumn(EXTRA_COLUMN, F.lit(extract_date)).select(
-            *_OUTPUT, "_variant", *DATASETS[fmt.dataset].columns, EXTRA_COLUMN
+        .withColumn("dataset", F.lit(fmt.dataset))
+        .withColumn(
+            "file",
+            F.concat(
+                F.lit(f"{fmt.dataset}/"), submitter, F.lit(f"/{fmt.dataset}_"), submitter,
+                F.lit(f"_{period_label(settings)}.{fmt.extension}"),
+            ),
         )
-    v0, v1, v2 = fmt.orders
+    )
+    if fmt.kind == "parquet":
+        return frame.select(*_OUTPUT, "_variant", *DATASETS[fmt.dataset].columns, EXTRA_COLUMN)
+    line = F.col("_line")
+    cut = F.col("_last") & (draws.uniform("file/truncated", F.lit(fmt.dataset), submitter) < files.truncated)
+    return (
+        frame.withColumn("_cut", cut)
+        .withColumn("dirty", F.when(F.col("_cut"), F.lit("truncated")).otherwise(F.col("dirty")))
+        .withColumn(
+            "_line",
+            F.when(F.col("_cut"), F.substr(line, F.lit(1), F.floor(F.length(line) / 2).cast("int")))
+            .otherwise(F.concat(line, F.lit("\n"))),
+        )
+        .select(*_OUTPUT, "_variant", "_line")
+    )
+
+
+def _csv_line(orders: Sequence[Sequence[str]], extract_date: str) -> Column:
+    """The row as a CSV line in its file's column order, with the row's structural dirt."""
+    v0, v1, v2 = orders
+    variant, dirty = F.col("_variant"), F.col("dirty")
     line = (
-        F.when(F.col("_variant") == 1, _csv(v1, extract_date))
-        .when(F.col("_variant") == 2, _csv(v2, extract_date))
+        F.when(variant == 1, _csv(v1, extract_date))
+        .when(variant == 2, _csv(v2, extract_date))
         .otherwise(_csv(v0, extract_date))
     )
-    dirty = F.col("dirty")
-    line = (
+    return (
         F.when(dirty == "extra_field", F.concat(line, F.lit("," + EXTRA_FIELD)))
         .when(dirty == "missing_field", F.regexp_replace(line, ",[^,]*$", ""))
         .otherwise(line)
-    )
-    truncated = F.col("_last") & (draws.uniform("file/truncated", F.lit(fmt.dataset), submitter) < files.truncated)
-    return (
-        frame.withColumn("_truncated", truncated)
-        .withColumn("dirty", F.when(F.col("_truncated"), F.lit("truncated")).otherwise(dirty))
-        .withColumn("_line", line)
-        .withColumn(
-            "_line",
-            F.when(F.col("_truncated"), F.substr(F.col("_line"), F.lit(1), F.floor(F.length("_line") / 2).cast("int")))
-            .otherwise(F.concat(F.col("_line"), F.lit("\n"))),
-        )
-        .select(*_OUTPUT, "_variant", "_line")
     )
 
 
