@@ -160,8 +160,27 @@ def table_page(table: SiteTable, policy: DisclosurePolicy, csv_name: str) -> str
     )
 
 
-def write_site(tables: Sequence[SiteTable], policy: DisclosurePolicy, out: Path) -> list[Path]:
-    """Write index.html, one page and one CSV per table into `out`; return the pages."""
+def _withheld_note(withheld: Sequence[TableDefinition]) -> str:
+    if not withheld:
+        return ""
+    titles = "".join(f"<li>{html.escape(d.title)}</li>" for d in withheld)
+    return (
+        "<h2>Not published this time</h2><p>These tables did not pass the check that no "
+        f"hidden figure can be worked out from the others, so they are withheld:</p><ul>{titles}</ul>"
+    )
+
+
+def write_site(
+    tables: Sequence[SiteTable],
+    policy: DisclosurePolicy,
+    out: Path,
+    withheld: Sequence[TableDefinition] = (),
+) -> list[Path]:
+    """Write index.html, one page and one CSV per table into `out`; return the pages.
+
+    `withheld` tables failed their audit: the index names them, so a reader knows a table
+    is missing on purpose rather than by mistake.
+    """
     out.mkdir(parents=True, exist_ok=True)
     pages = []
     items = []
@@ -181,7 +200,7 @@ def write_site(tables: Sequence[SiteTable], policy: DisclosurePolicy, out: Path)
             "care.data published statistics",
             "<h1>Published statistics</h1><p>Anonymous counts from GP and hospital records. "
             f"Small numbers are hidden ({SUPPRESSED_MARK}) and others rounded; each table "
-            f"explains how.</p><ul>{''.join(items)}</ul>",
+            f"explains how.</p><ul>{''.join(items)}</ul>{_withheld_note(withheld)}",
         ),
         encoding="utf-8",
     )
