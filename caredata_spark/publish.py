@@ -547,7 +547,8 @@ def publish(
                 result.published[name] = table.summary
                 result.seconds[name] = round(time.perf_counter() - started, 3)
                 site.append(SiteTable(name, definition, public, table.summary))
-            write_site(site, publication.disclosure, staging)
+            withheld = [publication.tables[name] for name in result.refused]
+            write_site(site, publication.disclosure, staging, withheld)
             (staging / MANIFEST).write_text(result.manifest(), encoding="utf-8")
     finally:
         for frame in sources.values():

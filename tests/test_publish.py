@@ -441,6 +441,7 @@ def test_the_manifest_names_the_reference_date(published: Published) -> None:
     manifest = (published.out / MANIFEST).read_text(encoding="utf-8")
     assert '"reference_date": "2025-03-31"' in manifest
     assert not list(published.out.parent.glob(".site.*"))  # no staging left behind
+    assert "Not published" not in (published.out / "index.html").read_text(encoding="utf-8")
 
 
 # --- refusal -----------------------------------------------------------------------------
@@ -453,7 +454,7 @@ def test_a_table_failing_its_audit_is_not_published_and_the_rest_are(
     (about 10 attendances, some months 1-7) cannot be protected; months alone can."""
     pub = load_publication()
     by = lambda dims: TableDefinition(  # noqa: E731
-        title="A&E", source="hes_ae", measure=Measure(count="records"),
+        title=f"A&E by {dims[0]}", source="hes_ae", measure=Measure(count="records"),
         dimensions=[Dimension(d) for d in dims],
     )
     strict = Publication(
@@ -469,6 +470,8 @@ def test_a_table_failing_its_audit_is_not_published_and_the_rest_are(
     assert set(result.published) == {"ae_by_month"}
     assert (tmp_path / "site" / "ae_by_month.html").is_file()
     assert not (tmp_path / "site" / "ae_by_provider_month.html").exists()
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "Not published this time" in index and "<li>A&amp;E by provider</li>" in index
     with pytest.raises(DisclosureRisk, match="ae_by_provider_month is not publishable: provider="):
         require_all_published(result)
 
