@@ -56,12 +56,19 @@ def _release(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     return run(spark, rows=args.rows, people=max(args.people))
 
 
+def _pipeline(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    from bench.bench_pipeline import across_sizes
+
+    return across_sizes(spark, args.people)
+
+
 BENCHES: dict[str, Bench] = {
     "storage": _storage,
     "envelope": _envelope,
     "ingest": _per_size("bench.bench_ingest"),
     "release": _release,
     "publish": _per_size("bench.bench_publish"),
+    "pipeline": _pipeline,
 }
 
 
