@@ -51,6 +51,7 @@ def run(argv: list[str] | None = None) -> int:
         f"  {root / 'landing'}      synthetic submissions (CSV per dataset and submitter)\n"
         f"  {root / 'warehouse'}    Delta tables: clinical/, identity/vault, quarantine, ingest/, linkage/\n"
         f"  {root / 'truth'}        ground truth of the synthetic data\n"
+        f"  {root / 'publication' / 'index.html'}   the publication site (green tables)\n"
         f"  caredata info --warehouse {root / 'warehouse'}   lists the tables and versions"
     )
     return 0
