@@ -214,3 +214,51 @@ def test_auto_backend_detects_missing_connector(spark: SparkSession) -> None:
     assert open_store(spark).name == "delta-rs"
     with pytest.raises(StorageError, match="--packages io.delta:delta-spark_2.13"):
         open_store(spark, StorageSettings(backend="delta-spark"))
+
+
+def data_file_ids(path: Path) -> set[int]:
+    """ids in every Parquet data file on disk, referenced by the latest version or not."""
+    import pyarrow.parquet as pq
+
+    files = [p for p in path.rglob("*.parquet") if "_delta_log" not in p.parts]
+    return {i for p in files for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()}
+
+
+def test_delete_keys_rewrites_only_files_holding_a_key(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "t"
+    store.write(frame(spark).coalesce(1), str(path), partition_by=["provider"])  # one file per provider
+    store.write(frame(spark, [(5, "RTH", None, "X", 1.0)]), str(path), partition_by=["provider"])
+    before = {a["path"] for a in add_actions(path)}
+    keys = spark.createDataFrame([(1, "RTH"), (3, "RTH"), (99, "RXH")], "id long, provider string")
+
+    assert store.delete_keys(str(path), keys) == 1  # (3, RXH) is not a key: RXH untouched
+    assert store.version(str(path)) == 2
+    expected = frame(spark, [*ROWS[1:], (5, "RTH", None, "X", 1.0)])
+    assert_df_equality(store.read(str(path)), expected, ignore_row_order=True, ignore_nullable=True)
+    live = set(DeltaTable(str(path)).get_add_actions(flatten=True).column("path").to_pylist())
+    untouched = live & before
+    assert len(untouched) == 2  # the RXH file and the second write's file keep their paths
+    assert 1 in data_file_ids(path)  # still in the removed file: time travel reaches it
+
+    store.vacuum_removed(str(path))
+    assert 1 not in data_file_ids(path)  # the purge is physical
+    assert_df_equality(store.read(str(path)), expected, ignore_row_order=True, ignore_nullable=True)
+
+    vacuumed = store.version(str(path))  # delta-rs logs vacuums as commits
+    assert store.delete_keys(str(path), keys) == 0  # idempotent: nothing more to delete
+    assert store.version(str(path)) == vacuumed
+
+
+def test_delete_keys_emptying_a_file_and_absent_tables(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "t")
+    store.write(frame(spark).coalesce(1), path)
+    keys = spark.createDataFrame([(i,) for i in (1, 2, 3, 4)], "id long")
+    assert store.delete_keys(path, keys) == 4
+    assert store.read(path).count() == 0
+    assert store.delete_keys(str(tmp_path / "nowhere"), keys) == 0
+    with pytest.raises(ValueError, match="not in the table: nope"):
+        store.delete_keys(path, keys.withColumnRenamed("id", "nope"))

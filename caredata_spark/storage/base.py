@@ -138,6 +138,35 @@ class DeltaStore(ABC):
         self._write(df, path, mode, list(partition_by), replace, txn)
         return True
 
+    @abstractmethod
+    def _delete_keys(self, path: str, keys: DataFrame) -> int: ...
+
+    def delete_keys(self, path: str, keys: DataFrame) -> int:
+        """Delete every row matching a row of `keys` on all of `keys`' columns; return how
+        many rows went.
+
+        For erasure (a type 1 objection): keys are few, tables are large, so only the data
+        files holding a key are rewritten, in one Delta transaction (a failure leaves the
+        table as it was). Deleting keys that are not there changes nothing, so a retried
+        purge is a no-op. Removed files stay on disk for time travel until `vacuum_removed`.
+        """
+        if not self.exists(path):
+            return 0
+        columns = self.schema(path).fieldNames()
+        unknown = [c for c in keys.columns if c not in columns]
+        if unknown or not keys.columns:
+            raise ValueError(f"delete_keys on {path}: key columns not in the table: {', '.join(unknown)}")
+        return self._delete_keys(path, keys.distinct())
+
+    @abstractmethod
+    def vacuum_removed(self, path: str) -> None:
+        """Physically delete every data file the latest version no longer references.
+
+        Zero retention on purpose: after an erasure the old versions' files still hold the
+        erased rows, and time travel must not bring them back. Readers of an old version
+        of this table fail afterwards; readers of the latest version are unaffected.
+        """
+
 
 def write_failed(path: str, err: BaseException) -> str:
     """The message of a failed write: Spark's own text can quote row values, so it is kept

@@ -19,7 +19,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
@@ -125,8 +126,10 @@ class _StagedWrite:
     def staging_uri(self) -> str:
         return f"{self.root.rstrip('/')}/{STAGING}/{self.write_id}"
 
-    def publish(self, partition_by: Sequence[str]) -> list[dict[str, Any]]:
-        """Move staged Parquet files into the table layout; return their Delta add actions."""
+    def publish(self, partition_by: Sequence[str], skip_empty: bool = False) -> list[dict[str, Any]]:
+        """Move staged Parquet files into the table layout; return their Delta add actions.
+
+        `skip_empty` drops files without rows (a rewrite that deleted a whole file)."""
         listing = self.fs.get_file_info(pafs.FileSelector(self.staging, recursive=True))
         adds = []
         for info in listing:
@@ -138,6 +141,8 @@ class _StagedWrite:
             relative_dir = relative.rsplit("/", 1)[0] if "/" in relative else ""
             partition_values = _partition_values(relative_dir, partition_by)
             statistics = file_statistics(pq.read_metadata(info.path, filesystem=self.fs))
+            if skip_empty and statistics["numRecords"] == 0:
+                continue  # left in staging, deleted with it
             target = f"{self.base}/{relative}"
             self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             self.fs.move(info.path, target)
@@ -281,15 +286,28 @@ class DeltaRsStore(DeltaStore):
         replace: Mapping[str, Sequence[str]] | None,
         txn: Txn | None,
     ) -> None:
+        def commit(adds: list[dict[str, Any]]) -> bool:
+            return commit_files(path, as_nullable(df.schema), adds, mode, partition_by, replace, txn)
+
+        self._staged(df, path, partition_by, commit)
+
+    def _staged(
+        self,
+        df: DataFrame,
+        path: str,
+        partition_by: Sequence[str],
+        commit: Callable[[list[dict[str, Any]]], bool],
+        skip_empty: bool = False,
+    ) -> None:
+        """Spark writes `df` into staging, the files move into the table, `commit` commits
+        their add actions; until it returns True nothing is visible and on failure the files
+        are deleted."""
         staged = _StagedWrite(path)
         staged.prepare()
         committed = False
         try:
             df.write.mode("errorifexists").partitionBy(*partition_by).parquet(staged.staging_uri)
-            adds = staged.publish(partition_by)
-            committed = commit_files(
-                path, as_nullable(df.schema), adds, mode, partition_by, replace, txn
-            )
+            committed = commit(staged.publish(partition_by, skip_empty=skip_empty))
         except StorageError:
             raise
         except Exception as err:
@@ -298,3 +316,98 @@ class DeltaRsStore(DeltaStore):
             if not committed:
                 staged.discard_published()
             staged.remove_staging()
+
+    def _delete_keys(self, path: str, keys: DataFrame) -> int:
+        """Rewrite only the files holding a key, without its rows; one remove+add commit.
+
+        Finding the files scans the key columns of the latest version (Parquet reads those
+        columns only) in one semi join with the keys: a shuffle that scales with the table's
+        key column, and AQE broadcasts the keys when they are few, as they are per run.
+        The files found are few; their names are collected, never their rows.
+        """
+        table = self._table(path)  # its version is the read version of the commit below
+        files = _live_files(table)
+        if not files:
+            return 0
+        columns = keys.columns
+        holding = (
+            self._frame(path, table, list(files.values()))
+            .select(*columns, F.col("_metadata.file_path").alias("file"))
+            .join(keys, on=columns, how="left_semi")
+            .select("file")
+            .distinct()
+            .collect()  # one row per data file holding a key
+        )
+        partition_by = list(table.metadata().partition_columns)
+        depth = len(partition_by) + 1  # partition folders and file name
+        by_tail = {_tail(_on_disk(relative), depth): relative for relative in files}
+        affected = sorted({by_tail[_tail(unquote(r["file"]), depth)] for r in holding})
+        if not affected:
+            return 0
+        rows = self._frame(path, table, [files[r] for r in affected])
+        before = rows.count()  # Parquet footers only
+        kept_rows = 0
+
+        def commit(adds: list[dict[str, Any]]) -> bool:
+            nonlocal kept_rows
+            kept_rows = sum(json.loads(a["stats"])["numRecords"] for a in adds)
+            commit_rewrite(table, affected, adds, partition_by)
+            return True
+
+        # left anti join against the few keys, only over the affected files' rows
+        kept = rows.join(keys, on=columns, how="left_anti").select(*rows.columns)
+        self._staged(kept, path, partition_by, commit, skip_empty=True)
+        return before - kept_rows
+
+    def _frame(self, path: str, table: Any, uris: list[str]) -> DataFrame:
+        schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
+        try:
+            base = unquote(table.table_uri)
+            frame = self.spark.read.schema(schema).option("basePath", base).parquet(*uris)
+        except AnalysisException as err:
+            raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
+        return frame
+
+    def vacuum_removed(self, path: str) -> None:
+        if self.exists(path):
+            self._table(path).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+
+
+def _tail(path: str, segments: int) -> str:
+    return "/".join(path.split("/")[-segments:])
+
+
+def _live_files(table: Any) -> dict[str, str]:
+    """Data files of the table's version: log path (as the log spells it) -> readable path."""
+    root = unquote(table.table_uri).rstrip("/")
+    logged = table.get_add_actions(flatten=True).column("path").to_pylist()
+    return {relative: f"{root}/{_on_disk(relative)}" for relative in logged}
+
+
+def _on_disk(logged: str) -> str:
+    """A data file's path under the table root as this engine lays it out: the log holds
+    the URI-encoded form of the (already encoded) path `publish` gave delta-rs."""
+    return unquote(unquote(logged))
+
+
+def commit_rewrite(table: Any, removed: list[str], adds: list[dict[str, Any]], partition_by: list[str]) -> None:
+    """Remove the rewritten files and add their replacements in ONE Delta transaction,
+    against the version they were read from (a concurrent change to them is a conflict)."""
+    from deltalake.transaction import AddAction, RemoveAction
+
+    now = int(time.time() * 1000)
+    removes = [
+        RemoveAction(
+            path=unquote(relative),  # the form `publish` gave when adding it
+            data_change=True,
+            deletion_timestamp=now,
+            partition_values=_partition_values(_on_disk(relative).rpartition("/")[0], partition_by),
+        )
+        for relative in removed
+    ]
+    table.create_write_transaction(
+        [*removes, *[AddAction(**a) for a in adds]],
+        mode="append",
+        schema=table.schema(),
+        partition_by=partition_by or None,
+    )

@@ -82,3 +82,33 @@ class DeltaSparkStore(DeltaStore):
             writer.save(path)
         except Exception as err:
             raise StorageError(write_failed(path, err)) from err
+
+    def _delete_keys(self, path: str, keys: DataFrame) -> int:
+        """MERGE ... WHEN MATCHED DELETE: the connector rewrites only the files holding a key
+        and commits removes and adds in one transaction. The join is the connector's (a
+        shuffle, or a broadcast of the few keys)."""
+        from delta.tables import DeltaTable
+
+        condition = " AND ".join(f"t.`{c}` = k.`{c}`" for c in keys.columns)
+        before = self.version(path)
+        try:
+            DeltaTable.forPath(self.spark, path).alias("t").merge(
+                keys.alias("k"), condition
+            ).whenMatchedDelete().execute()
+            metrics = self.spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+        except Exception as err:
+            raise StorageError(write_failed(path, err)) from err
+        if metrics is None or int(metrics["version"]) == before:  # nothing matched, no commit
+            return 0
+        return int((metrics["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
+
+    def vacuum_removed(self, path: str) -> None:
+        if not self.exists(path):
+            return
+        key = "spark.databricks.delta.retentionDurationCheck.enabled"
+        previous = self.spark.conf.get(key, "true")
+        self.spark.conf.set(key, "false")  # zero retention is refused by default
+        try:
+            self.spark.sql(f"VACUUM delta.`{path}` RETAIN 0 HOURS")
+        finally:
+            self.spark.conf.set(key, previous)
