@@ -57,8 +57,12 @@ ADDRESS_POSTCODE_PATTERN = rf"^(?!{PSEUDO_POSTCODE_PREFIX})(?:{_POSTCODE_SHAPE})
 # --- NHS number ---------------------------------------------------------------------------
 
 
-def _nhs_digits(col: Column) -> Column:
-    """The number with all whitespace removed ('943 476 5919' is common)."""
+def nhs_digits(col: Column) -> Column:
+    """The number with all whitespace removed ('943 476 5919' is common).
+
+    Shared by the rules and by ingest's typo-tolerant digits, so both strip the same
+    characters (a no-break space included) and a valid number always yields 10 digits.
+    """
     return F.translate(col, WHITESPACE, "")
 
 
@@ -83,7 +87,7 @@ def nhs_number_status(col: Column) -> Column:
     Placeholders (one digit repeated) pass Modulus 11 by construction, and 9999999999 is
     both a placeholder and in the test range: it is reported as a placeholder.
     """
-    digits = _nhs_digits(col)
+    digits = nhs_digits(col)
     return classify(
         is_blank(digits),
         [
@@ -97,7 +101,7 @@ def nhs_number_status(col: Column) -> Column:
 
 def clean_nhs_number(col: Column) -> Column:
     """The 10 digits when the number is valid, else null: what linkage may use."""
-    return F.when(passes(nhs_number_status(col), NHS_NUMBER_REASONS), _nhs_digits(col))
+    return F.when(passes(nhs_number_status(col), NHS_NUMBER_REASONS), nhs_digits(col))
 
 
 # --- Dates and date of birth ----------------------------------------------------------------

@@ -1,0 +1,48 @@
+"""Row validation (`caredata_spark.validation`) on tiny hand-written parsed submissions."""
+
+from __future__ import annotations
+
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from caredata_spark.contract import DATASETS
+from caredata_spark.validation import validate
+
+GP_PATIENTS = DATASETS["gp_patients"]
+
+
+def parsed(spark: SparkSession, nhs_numbers: list[str | None]) -> DataFrame:
+    """gp_patients rows as `parsing.parse_lines` gives them, one per NHS number, else alike."""
+    fields = {"PRACTICE_CODE": "A81001", "DOB": "1980-05-06", "SEX": "1", "POSTCODE": "LS1 4AB",
+              "REG_DATE": "2020-01-01", "DEREG_DATE": None}
+    rows = [
+        ("s1", line, b"raw", *[str(line) if c == "PATIENT_ID" else nhs if c == "NHS_NUMBER" else fields[c]
+                              for c in GP_PATIENTS.columns], None)
+        for line, nhs in enumerate(nhs_numbers, start=2)
+    ]
+    schema = ", ".join(
+        ["submission_id string", "line_number long", "line binary",
+         *[f"{c} string" for c in GP_PATIENTS.columns], "parse_problem string"]
+    )
+    return spark.createDataFrame(rows, schema)
+
+
+def test_nhs_digits_strip_the_same_whitespace_as_the_rules(spark: SparkSession) -> None:
+    """A valid number separated by no-break spaces (spreadsheet exports) is valid and its
+    typo-tolerant digits are its 10 digits, not 12 characters that no deletion hash can match."""
+    nbsp = "\u00a0"
+    numbers = ["943 476 5919", f"943{nbsp}476{nbsp}5919", "4012345680", "9434765918", "943476591"]
+    out = parsed(spark, numbers).transform(validate(GP_PATIENTS)).select("record_key", "nhs_number", "nhs_digits")
+    expected = spark.createDataFrame(
+        [
+            ("A81001/2", "9434765919", "9434765919"),
+            ("A81001/3", "9434765919", "9434765919"),
+            ("A81001/4", "4012345680", "4012345680"),  # check digit 0 (sum mod 11 = 0)
+            ("A81001/5", None, "9434765918"),  # fails only the check digit: kept for typo hashes
+            ("A81001/6", None, None),  # 9 digits: no usable digits at all
+        ],
+        "record_key string, nhs_number string, nhs_digits string",
+    )
+    assert_df_equality(out, expected, ignore_nullable=True, ignore_row_order=True)
+    assert out.filter(F.length("nhs_digits") != 10).count() == 0
