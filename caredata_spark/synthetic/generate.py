@@ -81,10 +81,12 @@ def generate(
     truth: str,
     public_key: str | None = None,
     logger: logging.Logger | None = None,
+    parallelism: int | None = None,
 ) -> SynthResult:
     """Generate the landing zone at `landing` and the ground truth at `truth`.
 
     `public_key` (a transport public key's text) encrypts every file to `.csv.enc`.
+    `parallelism` (default: the cluster's) only changes how work is split, never a byte.
     """
     logger = logger or get_logger("synth")
     landing_path, truth_path = Path(landing).resolve(), Path(truth).resolve()
@@ -95,9 +97,10 @@ def generate(
     objection_codes = load_objection_codes(settings.objections_file)
     layout = Layout.plan(settings.people, settings.population)
     draws = Draws(settings.seed)
-    plan = Plan(settings, layout, draws, book, objection_codes, spark.sparkContext.defaultParallelism)
+    parallelism = parallelism or spark.sparkContext.defaultParallelism
+    plan = Plan(settings, layout, draws, book, objection_codes, parallelism)
     # Every dataset and the truth read the population: compute it once, on the executors.
-    people = population(spark, settings, layout, draws).persist(StorageLevel.MEMORY_AND_DISK)
+    people = population(spark, settings, layout, draws, parallelism).persist(StorageLevel.MEMORY_AND_DISK)
     landing_path.mkdir(parents=True, exist_ok=True)
     staging = Path(staging_folder(str(landing_path)))
     created: list[Path] = []

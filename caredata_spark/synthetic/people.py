@@ -110,9 +110,9 @@ def _registered_since(draws: Draws, stream: str, key: Column, dob: Column, until
     return F.least(F.greatest(after_birth, earlier), until)
 
 
-def population(spark: SparkSession, settings: SynthSettings, layout: Layout, draws: Draws) -> DataFrame:
+def population(spark: SparkSession, settings: SynthSettings, layout: Layout, draws: Draws, parallelism: int) -> DataFrame:
     """One row per person: identity, geography, registrations, conditions, objections."""
-    partitions = max(spark.sparkContext.defaultParallelism, -(-settings.people // PEOPLE_PER_PARTITION))
+    partitions = max(parallelism, -(-settings.people // PEOPLE_PER_PARTITION))
     return (
         spark.range(0, settings.people, numPartitions=partitions)
         .transform(_with_birth(settings, draws))

@@ -201,14 +201,17 @@ class _OpenFile:
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_rows: int = 0
 
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([(c, pa.string()) for c in self.order])
+
     def open(self) -> None:
         self.temporary.parent.mkdir(parents=True, exist_ok=True)
         if self.fmt.kind == "csv":
             self.handle = open(self.temporary, "wb")
             self.handle.write((",".join(self.order) + "\n").encode("utf-8"))
         else:
-            schema = pa.schema([(c, pa.string()) for c in self.order])
-            self.handle = pq.ParquetWriter(self.temporary, schema, compression="snappy")
+            self.handle = pq.ParquetWriter(self.temporary, self.schema, compression="snappy")
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self.fmt.kind == "csv":
@@ -222,9 +225,10 @@ class _OpenFile:
     def _flush(self, final: bool) -> None:
         """Write whole row groups (and, at the end, the rest): the same bytes whatever the
         Arrow batch boundaries were."""
-        table = pa.Table.from_batches(self.pending) if self.pending else None
-        if table is None:
+        if not self.pending:
             return
+        # Spark marks some columns non-nullable; the file's schema says every field may be empty.
+        table = pa.Table.from_batches(self.pending).cast(self.schema)
         size = self.fmt.row_group
         full = table.num_rows - table.num_rows % size
         cut = table.num_rows if final else full
