@@ -41,6 +41,7 @@ from caredata_spark.objections import (
 )
 from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.parsing import header_columns, missing_columns, parquet_rows, parse_lines
+from caredata_spark.purge import newly_objecting, purge_type1
 from caredata_spark.quarantine import quarantine_rows
 from caredata_spark.storage import DeltaStore
 from caredata_spark.submission_lines import inspect_files, read_lines
@@ -77,6 +78,7 @@ class IngestResult:
     ignored: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # submission -> counts
     quality: dict[str, int] = field(default_factory=dict)  # "dataset kind code" -> rows
+    purged: dict[str, int] = field(default_factory=dict)  # table -> earlier rows erased (type 1)
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,7 @@ def write_run(
     store.write(vault, table_path(warehouse, IDENTITY_VAULT), txn=txn(IDENTITY_VAULT, run_id))
     rejected = _union(
         rows.filter(F.size("quarantine_reasons") > 0).select(
-            "submission_id", "line_number", "line", F.col("quarantine_reasons").alias("reasons")
+            "submission_id", "line_number", "record_key", "line", F.col("quarantine_reasons").alias("reasons")
         )
         for rows in frames.kept.values()
     ).join(F.broadcast(files), on="submission_id", how="inner")  # one row per file
@@ -382,6 +384,10 @@ def ingest(
                     metrics.update({k: sum(c[k] for c in result.counts.values()) for k in OUTCOMES})
                 with stage(LOG, "ingest.write", run_id=run_id):
                     write_run(store, warehouse, run_id, frames, files_df, keys)
+                with stage(LOG, "ingest.purge", run_id=run_id) as metrics:
+                    # a dissent arriving after the patient's rows: erase them before the ledger
+                    result.purged = purge_type1(store, warehouse, newly_objecting(objectors, frames.new_events))
+                    metrics.update(purged_rows=result.purged)  # counts per table only
                 objectors.unpersist()
             store.write(
                 ledger_rows(spark, run_id, plan, result),
@@ -427,6 +433,9 @@ def _run(context: Context, args: argparse.Namespace) -> None:
         f"file(s); rows read {totals['read']}, accepted {totals['accepted']}, quarantined "
         f"{totals['quarantined']}, dropped (type 1) {totals['dropped']}"
     )
+    if any(result.purged.values()):
+        erased = ", ".join(f"{table} {rows}" for table, rows in result.purged.items() if rows)
+        print(f"  erased earlier GP rows of new type 1 objectors: {erased}")
     for what, rows in list(result.quality.items())[:15]:
         print(f"  {rows:>10}  {what}")
     for path in result.ignored:

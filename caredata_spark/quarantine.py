@@ -19,20 +19,22 @@ from caredata_spark.keys import Role, key_file
 from caredata_spark.tables import QUARANTINE, table_path
 
 COLUMNS = (
-    "dataset", "submitter", "submission_id", "file", "line_number", "reason", "reasons",
-    "raw_content", "run_id", "quarantined_at",
+    "dataset", "submitter", "submission_id", "file", "line_number", "record_key", "reason",
+    "reasons", "raw_content", "run_id", "quarantined_at",
 )
 
 
 def quarantine_rows(vault_key: KeyFrame, run_id: int) -> Callable[[DataFrame], DataFrame]:
-    """Rejected rows (with dataset, submitter, file, line, line bytes, reasons) -> table rows."""
+    """Rejected rows (with dataset, submitter, file, line, record key, line bytes, reasons)
+    -> table rows. The record key (null when the line did not parse) lets a later type 1
+    objection erase the patient's rejected lines too."""
 
     def transform(rejected: DataFrame) -> DataFrame:
         encrypted = {"raw_content": F.aes_encrypt(F.col("line"), vault_key.key, F.lit("GCM"))}
         return (
             rejected.select(
                 "dataset", "submitter", "submission_id", F.col("path").alias("file"),
-                "line_number", F.col("reasons")[0].alias("reason"), "reasons", "line",
+                "line_number", "record_key", F.col("reasons")[0].alias("reason"), "reasons", "line",
             )
             .transform(with_key_material(vault_key, encrypted))
             .withColumn("run_id", F.lit(run_id).cast("long"))

@@ -1,0 +1,124 @@
+"""Erasure of a type 1 objector's GP rows that earlier runs had already stored.
+
+Ingest drops a type 1 objector's GP rows at the door, but a dissent can arrive after the
+patient's rows did. Then every table holding GP rows or identifiers of that record key
+loses them, in the same ingest run, before its ledger row: the clinical GP tables, the
+identity vault, the quarantine (rejected GP lines of the key), the link map's `gp` row and
+the person index rows only that key contributed. Objection events stay: they hold no
+identifier and keep the objection enforced. A later withdrawal brings nothing back; the
+practice sends the record again.
+
+Scale: objectors are a few percent of the population, but new ones per run are few. Only
+keys whose dissent arrived in this run are purged, and `DeltaStore.delete_keys` rewrites
+only the data files holding them. Each table is then vacuumed with zero retention, because
+the old versions' files still hold the rows: erasure must be physical, not just invisible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from caredata_spark.linkage.persons import ORIGIN_GP
+from caredata_spark.linkage.records import GP, with_signature
+from caredata_spark.storage import DeltaStore
+from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, PERSONS, QUARANTINE, clinical, table_path
+
+GP_DATASETS = ("gp_patients", "gp_events")
+GP_PATIENTS = clinical("gp_patients")
+
+
+def newly_objecting(objectors: DataFrame, new_events: DataFrame) -> DataFrame:
+    """Record keys whose type 1 dissent is in force and was (re)stated in this run's events.
+
+    Keys that objected in earlier runs were purged then; a resumed run recomputes the same
+    keys from the same files. Both inputs are small (this run's events; objectors are
+    keyed), a shuffle semi join on the key.
+    """
+    stated = new_events.filter(F.col("objection_type") == 1).select("record_key")
+    return objectors.select("record_key").join(stated, on="record_key", how="left_semi").distinct()
+
+
+def with_literal(column: str, value: str) -> Callable[[DataFrame], DataFrame]:
+    """Keys plus a constant match column, e.g. the link map's `source`."""
+
+    def transform(keys: DataFrame) -> DataFrame:
+        return keys.withColumn(column, F.lit(value))
+
+    return transform
+
+
+def in_gp_datasets(keys: DataFrame) -> DataFrame:
+    """Keys once per GP dataset: quarantine rows match on (dataset, record_key)."""
+    return keys.select("record_key", F.explode(F.array(*[F.lit(d) for d in GP_DATASETS])).alias("dataset"))
+
+
+def identities_of(keys: DataFrame, gp_patients: DataFrame, link_map: DataFrame) -> DataFrame:
+    """(person_id, origin, signature) of the person index rows only the purged keys gave.
+
+    A person with other GP registrations (another practice) keeps the identities those
+    registrations share. The purged keys are few: semi joins on record_key against the GP
+    registrations and GP links (shuffles AQE turns into broadcasts of the keys), then only
+    the touched persons' other registrations are read.
+    """
+    links = link_map.filter(F.col("source") == GP).select("record_key", "person_id")
+    gave = (
+        gp_patients.join(keys, on="record_key", how="left_semi")
+        .transform(with_signature)
+        .join(links, on="record_key", how="inner")  # one link per GP key
+        .select("person_id", "signature")
+    )
+    others = links.join(gave.select("person_id").distinct(), on="person_id", how="left_semi").join(
+        keys, on="record_key", how="left_anti"
+    )
+    still_given = (
+        gp_patients.join(others, on="record_key", how="inner")  # few touched persons' keys
+        .transform(with_signature)
+        .select("person_id", "signature")
+    )
+    return (
+        gave.join(still_given, on=["person_id", "signature"], how="left_anti")
+        .distinct()
+        .withColumn("origin", F.lit(ORIGIN_GP))
+    )
+
+
+def purge_targets(store: DeltaStore, warehouse: str, keys: DataFrame) -> list[tuple[str, DataFrame]]:
+    """(table, match keys) in erasure order: the person index first, as it is found through
+    the link map and GP registrations, which go next; a run resumed after a failure part-way
+    finds the earlier tables already clean."""
+    targets: list[tuple[str, DataFrame]] = []
+    if all(store.exists(table_path(warehouse, t)) for t in (PERSONS, LINK_MAP, GP_PATIENTS)):
+        persons = identities_of(
+            keys, store.read(table_path(warehouse, GP_PATIENTS)), store.read(table_path(warehouse, LINK_MAP))
+        )
+        # materialised: the tables it is computed from are rewritten and vacuumed below
+        targets.append((PERSONS, persons.localCheckpoint(eager=True)))
+    targets.append((LINK_MAP, keys.transform(with_literal("source", GP))))
+    targets += [(clinical(d), keys) for d in GP_DATASETS]
+    targets.append((IDENTITY_VAULT, keys.transform(with_literal("source", GP))))
+    targets.append((QUARANTINE, keys.transform(in_gp_datasets)))
+    return targets
+
+
+def purge_type1(store: DeltaStore, warehouse: str, keys: DataFrame) -> dict[str, int]:
+    """Erase every stored GP row of `keys` (record_key) and return rows erased per table.
+
+    Idempotent: keys already erased match nothing. Every target table is vacuumed, even
+    when nothing matched this time, so a run that failed between erasing and vacuuming
+    still leaves no old file behind once resumed.
+    """
+    keys = keys.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        if keys.isEmpty():
+            return {}
+        purged = {}
+        for table, matches in purge_targets(store, warehouse, keys):
+            purged[table] = store.delete_keys(table_path(warehouse, table), matches)
+            store.vacuum_removed(table_path(warehouse, table))
+        return purged
+    finally:
+        keys.unpersist()
