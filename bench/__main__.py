@@ -56,6 +56,12 @@ def _release(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     return run(spark, rows=args.rows, people=max(args.people))
 
 
+def _linkage(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    from bench.bench_linkage import across_sizes
+
+    return across_sizes(spark, args.people)
+
+
 def _pipeline(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     from bench.bench_pipeline import across_sizes
 
@@ -63,12 +69,14 @@ def _pipeline(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
 
 
 BENCHES: dict[str, Bench] = {
+    "synth": _per_size("bench.bench_synth"),
     "storage": _storage,
     "envelope": _envelope,
     "ingest": _per_size("bench.bench_ingest"),
     "release": _release,
     "publish": _per_size("bench.bench_publish"),
     "pipeline": _pipeline,
+    "linkage": _linkage,
 }
 
 

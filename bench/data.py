@@ -5,6 +5,7 @@ The cache lives in bench/cache/ (git-ignored); delete it to regenerate.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -17,11 +18,13 @@ CACHE = Path(__file__).resolve().parent / "cache"
 SEED = 20141
 
 
+def cache_root(people: int) -> Path:
+    return CACHE / f"people-{people}-seed-{SEED}"
+
+
 def synthetic_landing(spark: SparkSession, people: int) -> tuple[Path, Path, float | None]:
     """(landing, truth, seconds to generate or None when cached) for `people` people."""
-    import time
-
-    root = CACHE / f"people-{people}-seed-{SEED}"
+    root = cache_root(people)
     landing, truth = root / "landing", root / "truth"
     if (root / ".complete").exists():
         return landing, truth, None
