@@ -23,7 +23,7 @@ setup(
             "hypothesis>=6.100",
             "duckdb>=1.1",
         ],
-        "bench": ["duckdb>=1.1"],
+        "bench": ["duckdb>=1.1", "splink>=5,<6"],  # Splink: the linkage bench's baseline
     },
     entry_points={"console_scripts": ["caredata=caredata_spark.cli:main"]},
 )

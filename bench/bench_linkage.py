@@ -6,8 +6,10 @@ studies do: a pair is (hospital record key, GP record key); predicted pairs shar
 person_id, true pairs share the synthetic person. Counted by aggregation per
 (person_id, true person), never by listing pairs, so it scales with the data.
 
-`python -m bench.bench_linkage --people 100000 1000000` prepares (and caches) ingested
-warehouses of those sizes and prints the figures and the 1M/100k time ratio.
+`python -m bench linkage --people 100000 1000000` (or `python -m bench.bench_linkage`)
+prepares (and caches) ingested warehouses of those sizes and prints, side by side, our
+figures and Splink 5's on the same records (bench/bench_splink.py), the 1M/100k time
+ratio and the targets.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,8 @@ def link_quality(link_map: DataFrame, truth: DataFrame) -> dict[str, float]:
     """Pairwise precision and recall of HES-to-GP links, and the share of HES keys linked.
 
     Only record keys that reached linkage count (quarantined rows are ingest's business).
+    A HES key is linked when its person holds a GP key: a hospital-only person is no link
+    to GP records, so ours and Splink's clusters (bench_splink) are scored alike.
     """
     dataset_to_source = F.create_map(*[F.lit(x) for pair in SOURCES.items() for x in pair])
     true_person = (
@@ -58,8 +63,9 @@ def link_quality(link_map: DataFrame, truth: DataFrame) -> dict[str, float]:
     predicted = _pairs(linked, "person_id").first()["pairs"] or 0.0
     correct = _pairs(linked, "person_id", "true_person").first()["pairs"] or 0.0
     actual = _pairs(keys, "true_person").first()["pairs"] or 0.0
-    hospital = keys.filter(F.col("source") != GP).agg(
-        F.count(F.lit(1)).alias("keys"), F.count("person_id").alias("linked")
+    with_gp = linked.filter(F.col("source") == GP).select("person_id").distinct().withColumn("to_gp", F.lit(1))
+    hospital = keys.filter(F.col("source") != GP).join(with_gp, on="person_id", how="left").agg(
+        F.count(F.lit(1)).alias("keys"), F.count("to_gp").alias("linked")
     ).first()
     return {
         "precision": round(correct / predicted, 6) if predicted else 1.0,
@@ -112,20 +118,63 @@ def prepared(spark: SparkSession, people: int) -> tuple[str, str]:
     return str(warehouse), str(truth)
 
 
+TARGET_PRECISION = 0.9995
+TARGET_SCALING = 1.1  # 10x people in at most 11x the time
+
+
+def _against_splink(spark: SparkSession, people: int, warehouse: str, truth: str) -> dict[str, Any]:
+    """Splink's figures on the records our link map holds, or why there are none."""
+    from bench.data import synthetic_landing
+
+    try:
+        from bench.bench_splink import compare
+    except ImportError:
+        return {"splink": "not installed: pip install -e '.[bench]'"}
+    store = open_store(spark)
+    landing = synthetic_landing(spark, people)[0]
+    return compare(
+        spark, landing, store.read(table_path(warehouse, LINK_MAP)), store.read(str(Path(truth) / TRUTH_RECORDS))
+    )
+
+
+def side_by_side(spark: SparkSession, people: int) -> dict[str, Any]:
+    """Our linkage and Splink's on the same `people`, as `linkage.<people>.*` figures."""
+    warehouse, truth = prepared(spark, people)
+    figures = run(warehouse, truth)
+    figures.update(_against_splink(spark, people, warehouse, truth))
+    if "splink_probabilistic_recall" in figures:
+        figures["recall_minus_splink_probabilistic"] = round(
+            figures["recall"] - figures["splink_probabilistic_recall"], 6
+        )
+        figures["seconds_vs_splink_probabilistic"] = round(
+            figures["link_seconds"] / max(figures["splink_probabilistic_seconds"], 0.1), 2
+        )
+    return {f"linkage.{people}.{key}": value for key, value in figures.items()}
+
+
+def across_sizes(spark: SparkSession, sizes: Sequence[int]) -> dict[str, Any]:
+    """`side_by_side` per size, the time ratio between the largest and smallest, the targets."""
+    figures: dict[str, Any] = {}
+    for people in sizes:
+        figures.update(side_by_side(spark, people))
+    small, large = min(sizes), max(sizes)
+    figures["linkage.target_precision"] = f">= {TARGET_PRECISION}"
+    figures["linkage.target_recall"] = "> splink_probabilistic_recall (recall_minus_splink_probabilistic > 0)"
+    figures[f"linkage.target_seconds_{large}"] = "<= splink_probabilistic_seconds (seconds_vs_splink_probabilistic <= 1)"
+    if large > small:
+        seconds = (figures[f"linkage.{p}.link_seconds"] for p in (large, small))
+        figures[f"linkage.time_ratio_{large}_vs_{small}"] = round(next(seconds) / next(seconds), 2)
+        target = TARGET_SCALING * large / small
+        figures[f"linkage.target_time_ratio_{large}_vs_{small}"] = f"<= {target:g} ({large // small}x people)"
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--people", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
     spark = build_session(SparkSettings(app_name="caredata-bench-linkage", driver_memory="8g"))
-    figures: dict[str, Any] = {}
-    for people in args.people:
-        figures[f"linkage.{people}"] = run(*prepared(spark, people))
-        print(json.dumps({f"linkage.{people}": figures[f"linkage.{people}"]}, indent=2), flush=True)
-    if len(args.people) == 2:
-        small, large = (figures[f"linkage.{p}"]["link_seconds"] for p in sorted(args.people))
-        figures["linkage.time_ratio"] = round(large / small, 2)
-    print(json.dumps(figures, indent=2))
-
+    print(json.dumps(across_sizes(spark, args.people), indent=2))
 
 if __name__ == "__main__":
     main()
