@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(PY) -m caredata_spark.demo --dir $(DEMO_DIR) --people $(DEMO_PEOPLE)
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'  # Splink and DuckDB: benchmarks only
 	$(PY) -m bench
 
 # A zip of the library for spark-submit --py-files (see README, "Running on a cluster").
