@@ -115,7 +115,7 @@ def read_only(folder: Path) -> Iterator[None]:
     folder.chmod(0o555)
     immutable = False
     try:
-        if _is_root():
+        if os.geteuid() == 0:
             immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
             if not immutable:
                 pytest.skip("running as root without chattr: no way to make a folder read-only")
@@ -124,10 +124,6 @@ def read_only(folder: Path) -> Iterator[None]:
         if immutable:
             subprocess.run(["chattr", "-i", str(folder)], check=True)
         folder.chmod(0o755)
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
 
 
 def test_unwritable_warehouse_is_one_clear_line(inputs: Inputs, tmp_path: Path) -> None:
@@ -206,13 +202,20 @@ def release_env(clean: Path, tmp_path: Path) -> dict[str, Path]:
     return {"warehouse": warehouse, "agreements": tmp_path / "agreements", "out": tmp_path / "out"}
 
 
+def outcomes(store: DeltaStore, warehouse: Path) -> list[str]:
+    """The audited outcomes of this test's agreement, in order."""
+    audit = store.read(table_path(str(warehouse), AUDIT)).filter(F.col("agreement_id") == AGREEMENT)
+    return [r.outcome for r in audit.orderBy("at").collect()]
+
+
 def delivered_entries(out: Path) -> list[str]:
     folder = out / AGREEMENT
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_release_failing_mid_delivery_leaves_nothing_that_looks_delivered(
-    spark, store, inputs, release_env, monkeypatch
+    spark: SparkSession, store: DeltaStore, inputs: Inputs, release_env: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The first dataset is sealed, the second fails: no delivery folder, no staging left."""
     sealed: list[Path] = []
@@ -231,16 +234,20 @@ def test_release_failing_mid_delivery_leaves_nothing_that_looks_delivered(
                 request, release_env["out"])
     assert sealed and sealed[0].parent.parent.name.endswith(".partial")  # it did get half-way
     assert delivered_entries(release_env["out"]) == []
-    audit = store.read(table_path(str(release_env["warehouse"]), AUDIT))
-    assert [r.outcome for r in audit.orderBy("at").collect()] == ["started", "failed"]
+    assert outcomes(store, release_env["warehouse"]) == ["started", "failed"]
 
 
-def test_killed_release_leaves_only_a_hidden_partial_folder(inputs, release_env, tmp_path) -> None:
+def test_killed_release_leaves_only_a_hidden_partial_folder(
+    store: DeltaStore, inputs: Inputs, release_env: dict[str, Path], tmp_path: Path
+) -> None:
     conf = write_conf(tmp_path / "conf.yaml", inputs, release_env["warehouse"])
     args = ["--conf", str(conf), "release", "--agreement", AGREEMENT, "--requester", "Ops Tester",
             "--agreements", str(release_env["agreements"]), "--out", str(release_env["out"])]
     job = caredata(args, tmp_path, "release")
-    sealing = lambda: any((release_env["out"] / AGREEMENT).glob(".*.partial/*/*.enc"))  # noqa: E731
+
+    def sealing() -> bool:
+        return any((release_env["out"] / AGREEMENT).glob(".*.partial/*/*.enc"))
+
     try:
         wait_until(lambda: sealing() or job.popen.poll() is not None, TIMEOUT)
     finally:
@@ -249,3 +256,4 @@ def test_killed_release_leaves_only_a_hidden_partial_folder(inputs, release_env,
     (left,) = delivered_entries(release_env["out"])
     assert left.startswith(".") and left.endswith(".partial")  # never a complete-looking folder
     assert not (release_env["out"] / AGREEMENT / left / release_module.MANIFEST).exists()
+    assert outcomes(store, release_env["warehouse"]) == ["started"]  # the audit shows it unfinished
