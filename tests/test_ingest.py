@@ -5,17 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from ingest_data import TYPE1_NHS, VALID_NHS, run, write
 
-from caredata_spark.config import KeySettings, Settings
 from caredata_spark.envelope import encrypt_file
-from caredata_spark.ingest import ingest
 from caredata_spark.keys import generate_keys, load_public_key
-from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import (
     DATA_QUALITY,
     IDENTITY_VAULT,
@@ -26,9 +22,6 @@ from caredata_spark.tables import (
     table_path,
 )
 
-VALID_NHS = "9434765919"
-OTHER_NHS = "4010232137"
-TYPE1_NHS = "4505577104"
 AE_HEADER = "AEKEY,PROCODE,NEWNHSNO,DOB,SEX,HOMEADD,ARRIVALDATE,AEATTENDDISP,DIAG_01"
 DIRTY_AE = [
     f"AE1,RTH,{VALID_NHS},1980-05-04,1,ls1 4ab,2024-01-02,01,S720",  # clean
@@ -42,33 +35,6 @@ DIRTY_AE = [
     "",  # blank line
     f'AE7,RTH,{VALID_NHS},1980-05-04,1,"LS1 4AB,2024-02-01,01,I1',  # truncated last line
 ]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> KeySettings:
-    directory = tmp_path_factory.mktemp("keys")
-    generate_keys(directory)
-    return KeySettings(directory=str(directory), linkage_env="NO_SUCH_ENV_1",
-                       vault_env="NO_SUCH_ENV_2", pseudonym_env="NO_SUCH_ENV_3",
-                       transport_env="NO_SUCH_ENV_4")
-
-
-def write(landing: Path, dataset: str, submitter: str, name: str, lines: list[str]) -> Path:
-    path = landing / dataset / submitter / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + ("\n" if lines and lines[-1] else ""), encoding="utf-8")
-    return path
-
-
-def run(spark: SparkSession, store: DeltaStore, keys: KeySettings, landing: Path, warehouse: Path):
-    return ingest(spark, store, Settings(keys=keys), str(landing), str(warehouse))
-
-
-@pytest.fixture
-def delta_rs(spark: SparkSession) -> DeltaStore:
-    from caredata_spark.storage import open_store
-
-    return open_store(spark)
 
 
 def test_every_row_is_accounted_for(spark, delta_rs, keys, tmp_path) -> None:

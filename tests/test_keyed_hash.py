@@ -7,7 +7,6 @@ import datetime
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, DateType, StringType, StructField, StructType
+from leaks import plan_text, secrets_of
 
 from caredata_spark import keyed_hash
 from caredata_spark.config import KeySettings
@@ -66,24 +66,6 @@ def expected_hmac(key: bytes, name: str, value: bytes | None, length: int = 16) 
     if value is None:
         return None
     return hmac.new(key, name.encode() + b":" + value, hashlib.sha256).digest()[:length]
-
-
-def secrets_of(key: bytes) -> list[str]:
-    """Every text form in which key material could leak: the key and both HMAC pads."""
-    block = key + bytes(64 - len(key))
-    pads = [bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)]
-    forms = []
-    for secret in [key, *pads]:
-        forms += [secret.hex(), secret.hex().upper(), base64.b64encode(secret).decode()]
-        forms.append(secret.decode("latin-1"))
-    return forms
-
-
-def plan_text(df: DataFrame) -> str:
-    """The plan as every explain() mode prints it, generated code included."""
-    utils = df.sparkSession._jvm.PythonSQLUtils  # type: ignore[union-attr]
-    modes = ("simple", "extended", "codegen", "cost", "formatted")
-    return "\n".join(utils.explainString(df._jdf.queryExecution(), mode) for mode in modes)
 
 
 def test_matches_python_hmac_exactly(
@@ -219,35 +201,6 @@ def test_no_key_material_in_the_plan(
     # control: the same check does catch a key passed the naive way, as a literal
     naive = records.select(F.sha2(F.concat(F.lit(key), F.col("raw")), 256))
     assert any(s in plan_text(naive) for s in secrets_of(key))
-
-
-@pytest.fixture
-def event_log(spark: SparkSession, tmp_path: Path) -> Iterator[Path]:
-    """Record the shared session's events for one test, as spark.eventLog.enabled would.
-
-    Spark's own EventLoggingListener writes the file, so what it records (plans, metrics,
-    task results) is exactly what a real event log of this session would hold.
-    """
-    sc = spark.sparkContext
-    jvm, jsc = sc._jvm, sc._jsc.sc()  # type: ignore[union-attr]
-    directory = tmp_path / "eventlog"
-    directory.mkdir()
-    conf = jsc.conf().clone().set("spark.eventLog.compress", "false")
-    listener = jvm.org.apache.spark.scheduler.EventLoggingListener(  # type: ignore[union-attr]
-        "keyed-hash-test",
-        jvm.scala.Option.apply(None),  # type: ignore[union-attr]
-        jvm.java.net.URI(directory.as_uri()),  # type: ignore[union-attr]
-        conf,
-        jsc.hadoopConfiguration(),
-    )
-    listener.start()
-    jsc.addSparkListener(listener)
-    try:
-        yield directory
-    finally:
-        jsc.listenerBus().waitUntilEmpty()
-        jsc.removeSparkListener(listener)
-        listener.stop()
 
 
 def test_no_key_material_in_the_event_log(

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
+from ingest_data import OTHER_NHS, TYPE1_NHS, VALID_NHS, run, write
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from test_ingest import OTHER_NHS, TYPE1_NHS, VALID_NHS, delta_rs, keys, run, write  # noqa: F401
 
 from caredata_spark.linkage.job import link
 from caredata_spark.linkage.settings import LinkageSettings

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,11 +28,11 @@ from release_warehouse import (
     build_warehouse,
     keys_of,
 )
-from test_keyed_hash import event_log, plan_text, secrets_of  # noqa: F401 (event_log: fixture)
+from leaks import plan_text, secrets_of
 
 from caredata_spark.agreements import ReleaseRefused, load_agreement
 from caredata_spark.cli import main
-from caredata_spark.config import KeySettings, Settings
+from caredata_spark.config import Settings
 from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import EnvelopeError, decrypt_stream
 from caredata_spark.keyed_hash import derived_key_frame
@@ -50,7 +49,7 @@ from caredata_spark.release import (
     released_rows,
     type2_objectors,
 )
-from caredata_spark.storage import DeltaStore, open_store
+from caredata_spark.storage import open_store
 from caredata_spark.tables import AUDIT, RELEASE_RISK, clinical, table_path
 
 ORG, PURPOSE = "University of Leeds", "Diabetes outcomes"

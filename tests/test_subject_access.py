@@ -12,7 +12,6 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 from release_warehouse import DOB_A, NHS_A, NHS_B, NHS_E, RECORDS, build_warehouse, keys_of
-from test_keyed_hash import event_log  # noqa: F401 (fixture)
 
 from caredata_spark.agreements import ReleaseRefused
 from caredata_spark.cli import main

@@ -26,7 +26,7 @@ from caredata_spark.config import ConfigError
 from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import decrypt_stream
 from caredata_spark.keys import TransportPrivateKey
-from caredata_spark.storage import DeltaStore, open_store
+from caredata_spark.storage import open_store
 from caredata_spark.synthetic.catalogues import load_code_lists, verhoeff_valid
 from caredata_spark.synthetic.generate import TRUTH_PEOPLE, TRUTH_RECORDS, SynthResult, generate
 from caredata_spark.synthetic.settings import SynthSettings, load_synth_settings
