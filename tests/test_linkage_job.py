@@ -211,3 +211,34 @@ def test_nothing_new_is_a_no_op_through_the_command(
     assert code == 0
     assert '"new_rows": 0' in capsys.readouterr().out
     assert _versions(store, scenario.warehouse) == scenario.versions_2
+
+
+def test_a_registration_without_nhs_number_adopts_the_number_its_hospital_records_carry(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Carol's GP record lacks her NHS number; her hospital records carry it. One of them
+    matches her registration on sex, DOB and postcode, so she adopts the number and all its
+    records (even at another address) instead of a second, hospital-only person. A number
+    whose records match nobody still founds a hospital-only person."""
+    carol_nhs = CAROL.but(nhs="8000000008")
+    stranger = Ids(nhs="9000000009", dob="1955-05-05", sex="1", postcode="B9 9ZZ")
+    store = open_store(spark)
+    _land_all(spark, store, tmp_path, {
+        "gp_patients": [("A81001/3", "A81001", CAROL)],
+        "hes_apc": [
+            ("C1", "RTH", carol_nhs),
+            ("C2", "RTH", carol_nhs.but(postcode="B2 2XX")),  # her old address: no step matches it
+            ("S1", "RXH", stranger),
+        ],
+    }, "adopt")
+    summary = link(spark, store, str(tmp_path), LinkageSettings())
+    carol = gp_record_person("A81001/3")
+    assert _rows(store, tmp_path, LINK_MAP) == sorted([
+        ("gp", "A81001/3", carol, "gp_registration", 1),
+        ("hes_apc", "C1", carol, "nhs_group", 1),
+        ("hes_apc", "C2", carol, "nhs_group", 1),
+        ("hes_apc", "S1", nhs_person(stranger), "hes_cluster", 1),
+    ])
+    assert summary["new_persons"] == {"gp": 1.0, "hes": 1.0}
+    persons = store.read(table_path(str(tmp_path), PERSONS))
+    assert persons.filter(F.col("person_id") == carol).count() == 3  # her registration and both records

@@ -2,7 +2,8 @@
 
 Order within a run (each record is linked once, by the first part that can):
 1. GP registrations (`persons.register_gp`): new GP record keys join or found persons.
-2. Hospital records whose valid NHS number no person owns found hospital-only persons.
+2. Hospital records whose valid NHS number no person owns found hospital-only persons,
+   unless their records link deterministically to one person, who adopts the number.
 3. Every other new hospital record: the 8 deterministic steps, then the scored step,
    against the person index (earlier runs + steps 1 and 2).
 
@@ -32,12 +33,13 @@ from caredata_spark.linkage import report as reporting
 from caredata_spark.linkage.deterministic import link_deterministic
 from caredata_spark.linkage.persons import (
     GP_REGISTRATION,
-    HES_CLUSTER,
     PERSON_COLUMNS,
+    adopted_numbers,
     found_hes_persons,
     gp_identities,
     nhs_owners,
     register_gp,
+    with_adopters,
 )
 from caredata_spark.linkage.records import GP, IDENTITY_COLUMNS, identities, read_records, with_signature
 from caredata_spark.linkage.scoring import link_scored
@@ -166,10 +168,12 @@ def link(
             prior_links.select("source", "record_key"), on=["source", "record_key"], how="left_anti"
         )
         hes_signatures = materialised(identities(hes_rows))
-        owners = nhs_owners(state.persons.unionByName(gp_index.withColumn("run", F.lit(state.run))))
-        founders = materialised(found_hes_persons(hes_signatures, owners))
+        known_index = state.persons.unionByName(gp_index.withColumn("run", F.lit(state.run)))
+        unowned = materialised(found_hes_persons(hes_signatures, nhs_owners(known_index)))
+        adopted = adopted_numbers(unowned, known_index.select("person_id", "signature", *IDENTITY_COLUMNS))
+        founders = materialised(unowned.transform(with_adopters(adopted)))
         new_index = materialised(
-            gp_index.unionByName(founders)
+            gp_index.unionByName(founders.select(*gp_index.columns))
             .join(state.persons.select("person_id", "signature"), on=["person_id", "signature"], how="left_anti")
             .withColumn("run", F.lit(state.run))
             .select(*PERSON_COLUMNS)
@@ -187,7 +191,7 @@ def link(
         known = deterministic.filter(F.col("person_id").isNotNull()).select("signature", "person_id")
         scored, fit = link_scored(to_link, known, reference, settings)
         by_signature = signature_outcomes(
-            founders.select("signature", "person_id", F.lit(HES_CLUSTER).alias("match_step")),
+            founders.select("signature", "person_id", "match_step"),
             deterministic,
             scored,
         )
@@ -199,7 +203,11 @@ def link(
     link_rows = outcomes.select(
         "source", "record_key", "person_id", "match_step", "match_weight", F.lit(state.run).alias("run")
     )
-    founded = new_index.join(state.persons.select("person_id"), on="person_id", how="left_anti")
+    founded = (  # a GP person who adopted a number has index rows of both origins: gp counts
+        new_index.join(state.persons.select("person_id"), on="person_id", how="left_anti")
+        .groupBy("person_id")
+        .agg(F.min("origin").alias("origin"))
+    )
     report = reporting.build_report(spark, outcomes, founded.select("person_id", "origin"), fit, state.run)
     ledger = rows.select(F.lit(state.run).alias("run"), "source", "submission_id").distinct()
     with stage(logger, "linkage_write", run=state.run):

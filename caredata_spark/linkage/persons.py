@@ -6,6 +6,9 @@
 - A hospital record whose valid NHS number belongs to no known person founds a
   hospital-only person, one per NHS number (`hes_cluster`); hospital records without one
   are then linked to persons by the steps, like any other.
+- Unless that number's records link deterministically to exactly one person (a GP
+  registration whose own NHS number was missing or mistyped): then that person adopts the
+  number and all its records (`nhs_group`), instead of a second, hospital-only person.
 - Ids are derived, not drawn: sha256 of the person's NHS number hash (already an HMAC under
   the linkage key) or of the founding GP record key. The same input gives the same ids on
   a re-run or a retried task (a random id would not), ids are made in parallel without a
@@ -21,13 +24,17 @@ not attract further records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from caredata_spark.linkage.deterministic import link_deterministic
 from caredata_spark.linkage.records import GP, IDENTITY_COLUMNS
 
 GP_REGISTRATION = "gp_registration"
 HES_CLUSTER = "hes_cluster"
+NHS_GROUP = "nhs_group"
 ORIGIN_GP = "gp"
 ORIGIN_HES = "hes"
 PERSON_ID_HEX = 32  # 128 bits
@@ -117,3 +124,42 @@ def found_hes_persons(signatures: DataFrame, owners: DataFrame) -> DataFrame:
             *IDENTITY_COLUMNS,
         )
     )
+
+
+def adopted_numbers(founders: DataFrame, reference: DataFrame) -> DataFrame:
+    """(h_nhs, adopter): unowned NHS numbers whose founding signatures link deterministically
+    to exactly one person of `reference` (the index without the founders).
+
+    Only the sex, DOB and postcode steps can match here (no person owns the number), and a
+    person holding another NHS number contradicts it, so the adopter is a person without
+    one: typically a GP registration whose number was missing or mistyped. Founders are a
+    few per cent of hospital signatures; the steps' join is blocked like any other.
+    """
+    links = link_deterministic(founders.select("signature", *IDENTITY_COLUMNS), reference).filter(
+        F.col("person_id").isNotNull()
+    )
+    return (
+        founders.select("signature", "h_nhs")
+        .join(links.select("signature", "person_id"), on="signature", how="inner")
+        .groupBy("h_nhs")
+        .agg(F.countDistinct("person_id").alias("persons"), F.min("person_id").alias("adopter"))
+        .filter(F.col("persons") == 1)
+        .select("h_nhs", "adopter")
+    )
+
+
+def with_adopters(adopted: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Founders -> the same rows under their adopter where their number was adopted, with the
+    step that places them (`nhs_group` or `hes_cluster`). A small join on the NHS hash."""
+
+    def transform(founders: DataFrame) -> DataFrame:
+        joined = founders.join(adopted, on="h_nhs", how="left")
+        return joined.select(
+            F.coalesce(F.col("adopter"), F.col("person_id")).alias("person_id"),
+            "origin",
+            "signature",
+            *IDENTITY_COLUMNS,
+            F.when(F.col("adopter").isNotNull(), F.lit(NHS_GROUP)).otherwise(F.lit(HES_CLUSTER)).alias("match_step"),
+        )
+
+    return transform
