@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from caredata_spark.contract import DATASETS
 from caredata_spark.objections import ObjectionCodes
-from caredata_spark.synthetic.catalogues import CodeBook
+from caredata_spark.synthetic.catalogues import Catalogue, CodeBook
 from caredata_spark.synthetic.geography import Layout, practice_code, provider_code
 from caredata_spark.synthetic.noise import with_dirty_rows, with_identifier_noise
 from caredata_spark.synthetic.people import DAYS_PER_YEAR, OBJECTION_TYPES, condition_column, objection_columns
@@ -363,33 +363,36 @@ def hes_apc(people: DataFrame, plan: Plan) -> Rows:
     return _hospital_rows("hes_apc", records, columns, plan)
 
 
+def _drawn(dataset: str, what: str, catalogue: Catalogue, plan: Plan) -> Column:
+    """One value of a hospital record drawn from `catalogue`, by the record's age/sex stratum."""
+    return catalogue.draw(plan.draws, f"{dataset}/{what}", F.col("id"), F.col("seq"), stratum=F.col("stratum"))
+
+
+def _sometimes_coded(dataset: str, share: float, catalogue: Catalogue, plan: Plan) -> Column:
+    """A diagnosis on `share` of the records (outpatient and A&E coding is partial)."""
+    coded = plan.draws.uniform(f"{dataset}/coded", F.col("id"), F.col("seq")) < share
+    return F.when(coded, _drawn(dataset, "diagnosis", catalogue, plan))
+
+
 def hes_op(people: DataFrame, plan: Plan) -> Rows:
-    settings, draws, book = plan.settings, plan.draws, plan.book
-    keys = (F.col("id"), F.col("seq"))
-    stratum = F.col("stratum")
-    coded = draws.uniform("hes_op/coded", *keys) < settings.hospital.op_diagnosis_coded
-    records = _hospital_records(people, "hes_op", settings.activity.hes_op, plan)
+    settings, book = plan.settings, plan.book
     columns = {
         "APPTDATE": _text(F.col("record_date")),
-        "ATTENDED": book.op_attendance.draw(draws, "hes_op/attended", *keys, stratum=stratum),
-        "TRETSPEF": book.op_specialties.draw(draws, "hes_op/tretspef", *keys, stratum=stratum),
-        "DIAG_01": F.when(coded, book.op_diagnoses.draw(draws, "hes_op/diagnosis", *keys, stratum=stratum)),
+        "ATTENDED": _drawn("hes_op", "attended", book.op_attendance, plan),
+        "TRETSPEF": _drawn("hes_op", "tretspef", book.op_specialties, plan),
+        "DIAG_01": _sometimes_coded("hes_op", settings.hospital.op_diagnosis_coded, book.op_diagnoses, plan),
     }
-    return _hospital_rows("hes_op", records, columns, plan)
+    return _hospital_rows("hes_op", _hospital_records(people, "hes_op", settings.activity.hes_op, plan), columns, plan)
 
 
 def hes_ae(people: DataFrame, plan: Plan) -> Rows:
-    settings, draws, book = plan.settings, plan.draws, plan.book
-    keys = (F.col("id"), F.col("seq"))
-    stratum = F.col("stratum")
-    coded = draws.uniform("hes_ae/coded", *keys) < settings.hospital.ae_diagnosis_coded
-    records = _hospital_records(people, "hes_ae", settings.activity.hes_ae, plan)
+    settings, book = plan.settings, plan.book
     columns = {
         "ARRIVALDATE": _text(F.col("record_date")),
-        "AEATTENDDISP": book.ae_disposals.draw(draws, "hes_ae/disposal", *keys, stratum=stratum),
-        "DIAG_01": F.when(coded, book.ae_diagnoses.draw(draws, "hes_ae/diagnosis", *keys, stratum=stratum)),
+        "AEATTENDDISP": _drawn("hes_ae", "disposal", book.ae_disposals, plan),
+        "DIAG_01": _sometimes_coded("hes_ae", settings.hospital.ae_diagnosis_coded, book.ae_diagnoses, plan),
     }
-    return _hospital_rows("hes_ae", records, columns, plan)
+    return _hospital_rows("hes_ae", _hospital_records(people, "hes_ae", settings.activity.hes_ae, plan), columns, plan)
 
 
 def all_rows(people: DataFrame, plan: Plan) -> list[Rows]:
