@@ -29,6 +29,7 @@ class Dataset:
     diagnoses: tuple[str, ...] = ()
     operations: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
+    unique_key: bool = True  # False where rows share a key by design (a GP patient's events)
 
     @property
     def identifiers(self) -> tuple[str, str, str, str]:
@@ -58,6 +59,7 @@ GP_EVENTS = Dataset(
     dates=("EVENT_DATE",),
     required=("PRACTICE_CODE", "PATIENT_ID", "EVENT_DATE", "SNOMED_CODE"),
     numeric=("VALUE",),
+    unique_key=False,
 )
 HES_APC = Dataset(
     name="hes_apc",

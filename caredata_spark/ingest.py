@@ -223,6 +223,24 @@ def prepared(dataset: Dataset, linkage_key: KeyFrame) -> Callable[[DataFrame], D
     return transform
 
 
+def one_per_record(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
+    """One row per (record key, submission): the vault's grain.
+
+    Only datasets whose rows share keys need it (a GP patient's events); deduplicating
+    before encryption means each identity is encrypted once, not once per event.
+    """
+    if dataset.unique_key:
+        return lambda rows: rows
+    return lambda rows: rows.dropDuplicates(["record_key", "submission_id"])
+
+
+def line_if_rejected() -> Callable[[DataFrame], DataFrame]:
+    """Keep the raw line only where quarantine needs it: accepted rows are cached without it."""
+    return lambda rows: rows.withColumn(
+        "line", F.when(F.size("quarantine_reasons") > 0, F.col("line"))
+    )
+
+
 def _union(frames: Iterable[DataFrame]) -> DataFrame:
     return reduce(lambda a, b: a.unionByName(b), frames)
 
@@ -308,7 +326,7 @@ def write_run(
         path = clinical(name)
         store.write(rows.transform(clinical_rows(DATASETS[name])), table_path(warehouse, path), txn=txn(path, run_id))
     vault = _union(
-        rows.transform(vault_rows(DATASETS[name].source, keys.vault)).dropDuplicates(["record_key", "submission_id"])
+        rows.transform(one_per_record(DATASETS[name])).transform(vault_rows(DATASETS[name].source, keys.vault))
         for name, rows in accepted.items()
     )
     store.write(vault, table_path(warehouse, IDENTITY_VAULT), txn=txn(IDENTITY_VAULT, run_id))
@@ -373,6 +391,7 @@ def ingest(
         validated = {
             name: rows.transform(validate(DATASETS[name]))
             .transform(flag_duplicate_keys(DATASETS[name]))
+            .transform(line_if_rejected())
             .persist(StorageLevel.MEMORY_AND_DISK)
             for name, rows in parsed.items()
         }

@@ -169,7 +169,7 @@ def flag_duplicate_keys(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
     are checked. The window partitions by (submission, key): a shuffle on the key, which
     scales with the data and never gathers it in one partition.
     """
-    if dataset.name == "gp_events":
+    if not dataset.unique_key:
         return lambda df: df
     order = Window.partitionBy("submission_id", "record_key").orderBy("line_number")
 

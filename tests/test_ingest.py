@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from chispa import assert_df_equality
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 from ingest_data import TYPE1_NHS, VALID_NHS, run, write
 
+from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import encrypt_file
+from caredata_spark.ingest import line_if_rejected, one_per_record
 from caredata_spark.keys import generate_keys, load_public_key
 from caredata_spark.tables import (
     DATA_QUALITY,
@@ -203,3 +206,32 @@ def test_fuzzed_rows_never_crash_and_nothing_is_lost(spark, delta_rs, keys, tmp_
     (counts,) = result.counts.values()
     assert counts["read"] == len(lines)
     assert counts["read"] == counts["accepted"] + counts["quarantined"]
+
+
+def test_one_per_record_dedups_only_datasets_whose_rows_share_keys(spark) -> None:
+    rows = spark.createDataFrame(
+        [("P/1", "s1", 2), ("P/1", "s1", 3), ("P/1", "s2", 2), ("P/2", "s1", 4)],
+        "record_key string, submission_id string, line_number int",
+    )
+
+    events = rows.transform(one_per_record(DATASETS["gp_events"])).select("record_key", "submission_id")
+    episodes = rows.transform(one_per_record(DATASETS["hes_apc"]))
+
+    expected = spark.createDataFrame(
+        [("P/1", "s1"), ("P/1", "s2"), ("P/2", "s1")], "record_key string, submission_id string"
+    )
+    assert_df_equality(events, expected, ignore_row_order=True)
+    assert_df_equality(episodes, rows, ignore_row_order=True)
+
+
+def test_line_is_kept_only_for_rejected_rows(spark) -> None:
+    rows = spark.createDataFrame(
+        [(2, b"ok,line", []), (3, b"bad,line", ["DATE_BAD:ADMIDATE"])],
+        "line_number int, line binary, quarantine_reasons array<string>",
+    )
+
+    expected = spark.createDataFrame(
+        [(2, None, []), (3, b"bad,line", ["DATE_BAD:ADMIDATE"])],
+        "line_number int, line binary, quarantine_reasons array<string>",
+    )
+    assert_df_equality(rows.transform(line_if_rejected()), expected, ignore_row_order=True)
