@@ -14,14 +14,11 @@ Targets (issue 8): pipeline <= 3x the baseline; time at 1M people <= 11x time at
 from __future__ import annotations
 
 import datetime as dt
-import json
-import logging
 import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -29,11 +26,11 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from bench.data import synthetic_landing
+from bench.stages import stage_seconds
 from caredata_spark.cli import Context
 from caredata_spark.config import KeySettings, Settings
 from caredata_spark.contract import DATASETS
 from caredata_spark.keys import generate_keys
-from caredata_spark.observability import LOGGER_NAME
 from caredata_spark.pipeline import run_pipeline
 from caredata_spark.storage import DeltaStore, open_store
 from caredata_spark.tables import table_path
@@ -70,35 +67,6 @@ def io_baseline(spark: SparkSession, store: DeltaStore, landing: Path, warehouse
     return rows
 
 
-class _StageSeconds(logging.Handler):
-    """Seconds per stage name, summed, from the JSON `stage_end` lines of the run."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            event = json.loads(record.getMessage())
-        except ValueError:
-            return
-        if event.get("event") == "stage_end":
-            self.seconds[event["stage"]] += float(event["seconds"])
-
-
-@contextmanager
-def _stage_seconds() -> Iterator[dict[str, float]]:
-    logger = logging.getLogger(LOGGER_NAME)
-    handler, level = _StageSeconds(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler.seconds
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def run(spark: SparkSession, people: int) -> dict[str, Any]:
     landing, _, generated = synthetic_landing(spark, people)
     store = open_store(spark)
@@ -114,7 +82,7 @@ def run(spark: SparkSession, people: int) -> dict[str, Any]:
 
         context = Context(Settings(landing=str(landing), warehouse=str(scratch / "warehouse"), keys=keys))
         context.spark = spark  # this session, not one built from the settings
-        with _stage_seconds() as stages:
+        with stage_seconds() as stages:
             started = time.perf_counter()
             steps = run_pipeline(context, RUN_DATE)
             pipeline_s = time.perf_counter() - started

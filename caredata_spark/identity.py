@@ -21,7 +21,9 @@ LINKAGE_HASHES = (
     "h_nhs", *[f"h_nhs_del_{i}" for i in range(NHS_DIGITS)], "h_sex", "h_dob", "h_dob_swap",
     "h_dob_ym", "h_dob_yd", "h_dob_md", "h_postcode", "h_district",
 )
-VAULT_COLUMNS = ("source", "record_key", "submission_id", "h_nhs", "enc_nhs_number", "enc_dob", "enc_sex", "enc_postcode")
+IDENTITY_FIELDS = ("nhs_number", "dob", "sex", "postcode")
+IDENTITY_SCHEMA = "nhs_number string, dob string, sex string, postcode string"
+VAULT_COLUMNS = ("source", "record_key", "submission_id", "h_nhs", "enc_identity")
 
 
 def _linkable_postcode() -> Column:
@@ -92,26 +94,31 @@ def _encrypted(value: Column, key: KeyFrame) -> Column:
 
 
 def vault_rows(source: str, vault_key: KeyFrame) -> Callable[[DataFrame], DataFrame]:
-    """One vault row per record: identifiers encrypted (random IV per value), plus h_nhs
+    """One vault row per record: the four identifiers as one JSON document, encrypted once
+    (AES-256-GCM, random IV: one cipher call per record, not per identifier), plus h_nhs
     so subject access can find a patient's records without decrypting the vault."""
 
     def transform(df: DataFrame) -> DataFrame:
-        encrypted = {
-            "enc_nhs_number": _encrypted(F.col("nhs_number"), vault_key),
-            "enc_dob": _encrypted(F.date_format("dob", "yyyy-MM-dd"), vault_key),
-            "enc_sex": _encrypted(F.col("sex"), vault_key),
-            "enc_postcode": _encrypted(F.col("postcode"), vault_key),
-        }
+        identity = F.to_json(
+            F.struct(
+                F.col("nhs_number"),
+                F.date_format("dob", "yyyy-MM-dd").alias("dob"),
+                F.col("sex"),
+                F.col("postcode"),
+            )
+        )
         return (
             df.select("record_key", "submission_id", "h_nhs", "nhs_number", "dob", "sex", "postcode")
             .withColumn("source", F.lit(source))
-            .transform(with_key_material(vault_key, encrypted))
+            .transform(with_key_material(vault_key, {"enc_identity": _encrypted(identity, vault_key)}))
             .select(*VAULT_COLUMNS)
         )
 
     return transform
 
 
-def decrypted(column: str, vault_key: KeyFrame) -> Column:
-    """A vault column in clear, for red releases and subject access only."""
-    return F.aes_decrypt(F.col(column), vault_key.key, F.lit("GCM")).cast("string")
+def identity_in_clear(vault_key: KeyFrame) -> Column:
+    """A vault row's identifiers in clear (struct of IDENTITY_SCHEMA; DOB as YYYY-MM-DD), for
+    red releases and subject access only. Use inside `with_key_material(vault_key, ...)`."""
+    clear = F.aes_decrypt(F.col("enc_identity"), vault_key.key, F.lit("GCM")).cast("string")
+    return F.from_json(clear, IDENTITY_SCHEMA)

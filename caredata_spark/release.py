@@ -41,19 +41,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark import audit
-from caredata_spark.agreements import (
-    MONTH,
-    Agreement,
-    ReleaseRefused,
-    check_request,
-    load_agreement,
-)
+from caredata_spark.agreements import MONTH, Agreement, ReleaseRefused, check_request, load_agreement
 from caredata_spark.cli import Command, Context
 from caredata_spark.config import ConfigError, Settings
 from caredata_spark.contract import DATASETS, GP_EVENTS, Dataset
 from caredata_spark.envelope import ENVELOPE_SUFFIX, encrypt_file
 from caredata_spark.errors import CaredataError
-from caredata_spark.identity import decrypted
+from caredata_spark.identity import identity_in_clear
 from caredata_spark.ingest import OBJECTION_EVENTS
 from caredata_spark.keyed_hash import KeyFrame, key_frame, with_key_material
 from caredata_spark.keys import KeyMaterialError, Role, TransportPublicKey, key_file, load_public_key
@@ -67,7 +61,7 @@ from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, RELEASE_
 LOG = get_logger("release")
 GP_SOURCE = GP_EVENTS.source  # objections are GP events
 TYPE2 = 2
-VAULT_SOURCES = {"year_of_birth": "enc_dob", "dob": "enc_dob", "nhs_number": "enc_nhs_number", "postcode": "enc_postcode"}
+VAULT_FIELDS = {"year_of_birth": "dob", "dob": "dob", "nhs_number": "nhs_number", "postcode": "postcode"}
 MANIFEST = "manifest.json"
 PRIVATE_DIR = 0o700
 
@@ -124,14 +118,13 @@ def eligible(source: str, objectors: DataFrame | None) -> Callable[[DataFrame], 
 def vault_fields(vault_key: KeyFrame, source: str, wanted: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
     """Vault rows -> (record_key, *wanted) in clear, one row per record key of `source`.
 
-    A key has a vault row per submission that carried it: the values of one row (the
-    greatest submission id) are taken together, never mixed across rows. Aggregating
-    first means one decryption per key, not per submission.
+    A key has a vault row per submission that carried it: the identity of one row (the
+    greatest submission id) is taken whole, never mixed across rows. Aggregating first
+    means one decryption per key, not per submission.
     """
-    encrypted = sorted({VAULT_SOURCES[f] for f in wanted})
 
     def clear(name: str) -> Column:
-        value = decrypted(VAULT_SOURCES[name], vault_key)
+        value = F.col("identity")[VAULT_FIELDS[name]]
         if name == "year_of_birth":
             return F.year(F.try_to_date(value, "yyyy-MM-dd"))
         return F.try_to_date(value, "yyyy-MM-dd") if name == "dob" else value
@@ -140,11 +133,11 @@ def vault_fields(vault_key: KeyFrame, source: str, wanted: Sequence[str]) -> Cal
         one_row = (
             vault.filter(F.col("source") == source)
             .groupBy("record_key")
-            .agg(F.max(F.struct("submission_id", *encrypted)).alias("row"))
-            .select("record_key", *[F.col(f"row.{c}").alias(c) for c in encrypted])
+            .agg(F.max(F.struct("submission_id", "enc_identity")).alias("row"))
+            .select("record_key", F.col("row.enc_identity").alias("enc_identity"))
         )
-        return one_row.transform(with_key_material(vault_key, {f: clear(f) for f in wanted})).select(
-            "record_key", *wanted
+        return one_row.transform(with_key_material(vault_key, {"identity": identity_in_clear(vault_key)})).select(
+            "record_key", *[clear(f).alias(f) for f in wanted]
         )
 
     return transform
@@ -190,7 +183,7 @@ def released_rows(
         .select("record_key", PERSON, RECORD)
     )
     rows = table.join(links, on="record_key", how="inner")
-    from_vault = [f for f in fields if f in VAULT_SOURCES]
+    from_vault = [f for f in fields if f in VAULT_FIELDS]
     if from_vault:
         assert sources.vault is not None and sources.vault_key is not None
         identities = sources.vault.transform(vault_fields(sources.vault_key, dataset.source, from_vault))
@@ -363,7 +356,7 @@ def run_release(
 @contextmanager
 def release_keys(spark: SparkSession, settings: Settings, agreement: Agreement) -> Iterator[tuple[KeyFrame, KeyFrame | None]]:
     """The agreement's pseudonym key, and the vault key when a field comes from the vault."""
-    needs_vault = any(f in VAULT_SOURCES for fields in agreement.datasets.values() for f in fields)
+    needs_vault = any(f in VAULT_FIELDS for fields in agreement.datasets.values() for f in fields)
     with ExitStack() as stack:
         master = stack.enter_context(key_file(settings.keys, Role.PSEUDONYM))
         vault = stack.enter_context(key_file(settings.keys, Role.VAULT)) if needs_vault else None

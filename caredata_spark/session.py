@@ -47,6 +47,9 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.ansi.enabled", "true")
+        # ingest caches and shuffles rows holding identifiers in clear; whatever Spark spills
+        # to its scratch disks (shuffle files, cached blocks) is encrypted under a per-app key
+        .config("spark.io.encryption.enabled", "true")
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)

@@ -43,14 +43,13 @@ from caredata_spark.config import Settings
 from caredata_spark.contract import DATASETS, Dataset
 from caredata_spark.errors import UsageError
 from caredata_spark.identifiers import clean_nhs_number
-from caredata_spark.identity import decrypted, linkage_messages
+from caredata_spark.identity import IDENTITY_FIELDS, identity_in_clear, linkage_messages
 from caredata_spark.keyed_hash import KeyFrame, key_frame, keyed_hashes, with_key_material
 from caredata_spark.keys import Role, key_file
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, clinical, table_path
 
 NO_MATCH = "no record matches this NHS number and date of birth"
-IDENTITY_FIELDS = {"nhs_number": "enc_nhs_number", "dob": "enc_dob", "sex": "enc_sex", "postcode": "enc_postcode"}
 PRIVATE_FILE = 0o600
 
 
@@ -122,7 +121,7 @@ def verified_keys(vault: DataFrame, request: DataFrame, vault_key: KeyFrame) -> 
     The request is one row, broadcast: the vault is scanned once and never shuffled.
     """
     matches = vault.join(F.broadcast(request), on="h_nhs", how="inner")
-    dob = {"dob": decrypted("enc_dob", vault_key)}
+    dob = {"dob": identity_in_clear(vault_key)["dob"]}
     return (
         matches.transform(with_key_material(vault_key, dob))
         .filter(F.col("dob") == F.col("requested_dob"))
@@ -159,11 +158,10 @@ def _records(table: DataFrame, dataset: Dataset, keys: DataFrame) -> list[dict[s
 
 def _identities(vault: DataFrame, keys: DataFrame, vault_key: KeyFrame) -> list[dict[str, Any]]:
     """The distinct identifiers the records carried, in clear: what the haven holds."""
-    clear = {name: decrypted(column, vault_key) for name, column in IDENTITY_FIELDS.items()}
     rows = (
         vault.join(F.broadcast(keys), on=["source", "record_key"], how="left_semi")
-        .transform(with_key_material(vault_key, clear))
-        .select(*IDENTITY_FIELDS)
+        .transform(with_key_material(vault_key, {"identity": identity_in_clear(vault_key)}))
+        .select(*[F.col("identity")[name].alias(name) for name in IDENTITY_FIELDS])
         .distinct()
         .orderBy(*IDENTITY_FIELDS)
         .collect()

@@ -16,9 +16,11 @@ from caredata_spark.storage import DeltaStore, open_store
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    scratch = str(tmp_path_factory.mktemp("spark-local"))  # shuffle files, spilled blocks
     session = build_session(
-        SparkSettings(app_name="caredata-tests", shuffle_partitions=2, driver_memory="2g")
+        SparkSettings(app_name="caredata-tests", shuffle_partitions=2, driver_memory="2g",
+                      conf={"spark.local.dir": scratch})
     )
     yield session
     session.stop()

@@ -1,0 +1,30 @@
+"""The session's own guarantees: what Spark writes to its scratch disks is not in clear."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+MARKER = "9434765919-LS1-4AB-identifier"
+
+
+def _scratch_files(spark: SparkSession) -> list[Path]:
+    """Every file under the session's scratch root (conftest gives the tests their own)."""
+    root = Path(spark.sparkContext.getConf().get("spark.local.dir"))
+    return [f for f in root.rglob("*") if f.is_file()]
+
+
+def test_spilled_blocks_and_shuffle_files_hold_no_identifier_in_clear(spark: SparkSession) -> None:
+    rows = spark.range(5_000).select(F.concat(F.lit(MARKER), F.col("id").cast("string")).alias("nhs"))
+    on_disk = rows.repartition(3, "nhs").persist(StorageLevel.DISK_ONLY)
+    try:
+        assert on_disk.count() == 5_000
+        files = _scratch_files(spark)
+        written = b"".join(f.read_bytes() for f in files)
+        assert len(written) > 5_000 * len(MARKER) // 4  # the blocks and shuffle files are there
+        assert MARKER.encode() not in written
+    finally:
+        on_disk.unpersist(blocking=True)
