@@ -93,7 +93,8 @@ def test_match_weight_adds_prior_and_level_weights() -> None:
     assert MatchModel(TRUE_M, TRUE_U, 0.2).weight((2, 0, 2, 3)) == pytest.approx(expected + math.log2(0.25))
 
 
-def test_comparison_levels_on_hashes(spark: SparkSession) -> None:
+@pytest.mark.parametrize("broadcast_records", [False, True])
+def test_comparison_levels_on_hashes(spark: SparkSession, broadcast_records: bool) -> None:
     records = {
         "typo": ALICE.but(nhs="9434765918", nhs_valid=False),  # fails Modulus 11: no h_nhs
         "swapped_moved": BOB.but(nhs=None, dob="1950-02-07", postcode="LS2 8AA"),
@@ -101,8 +102,10 @@ def test_comparison_levels_on_hashes(spark: SparkSession) -> None:
         "twin_other_nhs": TWIN_1.but(nhs="6000000007"),  # both twins contradicted: no pair
     }
 
-    pairs = scored_pairs(signatures(spark, records), reference(spark, PERSONS))
+    pairs = scored_pairs(signatures(spark, records), reference(spark, PERSONS), broadcast_records)
 
+    plan = pairs._jdf.queryExecution().executedPlan().toString()
+    assert ("BroadcastHashJoin" in plan) == broadcast_records  # else a shuffle sort-merge join
     assert_df_equality(
         pairs.select("signature", "person_id", "blocking_rule", *LEVEL_COLUMNS),
         spark.createDataFrame(

@@ -76,19 +76,28 @@ def blocking_keys(rules: Sequence[BlockingRule], record_side: bool, prefix: str 
 
 
 def candidate_pairs(
-    records: DataFrame, reference: DataFrame, rules: Sequence[BlockingRule]
+    records: DataFrame,
+    reference: DataFrame,
+    rules: Sequence[BlockingRule],
+    broadcast_records: bool = False,
 ) -> DataFrame:
     """Each (record signature, reference identity) pair agreeing on at least one rule, once.
 
     `records`: signature + identity hashes; `reference`: person_id, signature + identity
     hashes. Result: signature, person_id, r_signature, `blocking_rule` (the first rule that
     paired them) and the l_/r_ prefixed identity columns of both sides.
+
+    `broadcast_records`: the caller knows the records' keys are few (a residue of a few
+    thousand signatures): they are broadcast and the person index streams past them,
+    instead of shuffling and sorting every index row once per key.
     """
     left = records.select(
         "signature",
         *[F.col(c).alias(RECORD + c) for c in IDENTITY_COLUMNS],
         F.posexplode(blocking_keys(rules, record_side=True)).alias("slot", "block_key"),
     ).filter(F.col("block_key").isNotNull())
+    if broadcast_records:
+        left = F.broadcast(left)
     right = reference.select(
         "person_id",
         F.col("signature").alias("r_signature"),

@@ -164,10 +164,14 @@ def link(
         gp_rows = rows.filter(F.col("source") == GP)
         gp_persons = materialised(register_gp(gp_rows, prior_links, nhs_owners(state.persons)))
         gp_index = gp_identities(gp_rows, gp_persons)
-        hes_rows = rows.filter(F.col("source") != GP).join(
+        # the anti-join moves keys only; identities come from one dedup of the wide rows
+        hes_all = rows.filter(F.col("source") != GP)
+        hes_rows = hes_all.select("source", "record_key", "provider", "signature").join(
             prior_links.select("source", "record_key"), on=["source", "record_key"], how="left_anti"
         )
-        hes_signatures = materialised(identities(hes_rows))
+        hes_signatures = materialised(
+            identities(hes_all).join(hes_rows.select("signature"), on="signature", how="left_semi")
+        )
         known_index = state.persons.unionByName(gp_index.withColumn("run", F.lit(state.run)))
         unowned = materialised(found_hes_persons(hes_signatures, nhs_owners(known_index)))
         adopted = adopted_numbers(unowned, known_index.select("person_id", "signature", *IDENTITY_COLUMNS))

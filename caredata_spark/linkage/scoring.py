@@ -49,6 +49,7 @@ BLOCKING_RULES = (
     BlockingRule("dob_yd_sex_district", ("h_dob_yd", "h_sex", "h_district")),
     BlockingRule("dob_md_sex_district", ("h_dob_md", "h_sex", "h_district")),
 )
+KEYS_PER_SIGNATURE = sum(rule.slots for rule in BLOCKING_RULES)
 
 
 def _present(column: str) -> Column:
@@ -133,11 +134,13 @@ def compared(pairs: DataFrame) -> DataFrame:
     )
 
 
-def scored_pairs(records: DataFrame, reference: DataFrame) -> DataFrame:
+def scored_pairs(records: DataFrame, reference: DataFrame, broadcast_records: bool = False) -> DataFrame:
     """Candidate pairs of the scored step, compared; pairs of two different NHS numbers dropped."""
-    return compared(
-        candidate_pairs(records, reference, BLOCKING_RULES).filter(~_nhs_contradicted())
-    ).select("signature", "person_id", "blocking_rule", *LEVEL_COLUMNS)
+    pairs = candidate_pairs(records, reference, BLOCKING_RULES, broadcast_records)
+    return compared(pairs.filter(~_nhs_contradicted())).select(
+        "signature", "person_id", "blocking_rule", *LEVEL_COLUMNS
+    )
+
 
 
 def random_pairs(
@@ -402,5 +405,9 @@ def link_scored(
     if fit.model is None:
         return to_link.sparkSession.createDataFrame([], SCORED_DDL), fit
     residue = to_link.join(known.select("signature"), on="signature", how="left_anti")
-    weighted = scored_pairs(residue, reference).withColumn("match_weight", fit.model.weight_column())
+    # the rules link most signatures: when the residue's keys are few, broadcast them
+    small = residue.count() * KEYS_PER_SIGNATURE <= settings.broadcast_residue_keys
+    weighted = scored_pairs(residue, reference, broadcast_records=small).withColumn(
+        "match_weight", fit.model.weight_column()
+    )
     return weighted.transform(decide(settings.min_weight)), fit

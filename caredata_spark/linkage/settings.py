@@ -27,6 +27,9 @@ class LinkageSettings:
     u_sample_pairs: int = 2_000_000  # random pairs u is estimated from
     em_max_iterations: int = 200
     em_tolerance: float = 1e-7
+    # the residue's blocking keys (15 per signature) are broadcast up to this many (~30 MB
+    # with their identities); above it, the pairs join is a shuffle sort-merge join
+    broadcast_residue_keys: int = 2_000_000
 
     def __post_init__(self) -> None:
         if not 0.5 < self.min_probability < 1.0:
@@ -39,6 +42,8 @@ class LinkageSettings:
             raise ConfigError(f"u_sample_pairs: expected >= 1, got {self.u_sample_pairs}")
         if self.em_max_iterations < 1:
             raise ConfigError(f"em_max_iterations: expected >= 1, got {self.em_max_iterations}")
+        if self.broadcast_residue_keys < 0:
+            raise ConfigError(f"broadcast_residue_keys: expected >= 0, got {self.broadcast_residue_keys}")
         if not self.em_tolerance > 0:
             raise ConfigError(f"em_tolerance: expected > 0, got {self.em_tolerance}")
 
