@@ -87,9 +87,9 @@ def candidate_pairs(
     hashes. Result: signature, person_id, r_signature, `blocking_rule` (the first rule that
     paired them) and the l_/r_ prefixed identity columns of both sides.
 
-    `broadcast_records`: the caller knows the records' keys are few (a residue of a few
-    thousand signatures): they are broadcast and the person index streams past them,
-    instead of shuffling and sorting every index row once per key.
+    `broadcast_records`: the caller knows the records' keys are few (the residue the rules
+    left, checked against a configured limit): they are broadcast and the person index
+    streams past them, instead of shuffling and sorting every index row once per key.
     """
     left = records.select(
         "signature",

@@ -142,7 +142,6 @@ def scored_pairs(records: DataFrame, reference: DataFrame, broadcast_records: bo
     )
 
 
-
 def random_pairs(
     records: DataFrame, reference: DataFrame, sizes: int, target: int, known: DataFrame
 ) -> DataFrame:
@@ -405,8 +404,11 @@ def link_scored(
     if fit.model is None:
         return to_link.sparkSession.createDataFrame([], SCORED_DDL), fit
     residue = to_link.join(known.select("signature"), on="signature", how="left_anti")
-    # the rules link most signatures: when the residue's keys are few, broadcast them
-    small = residue.count() * KEYS_PER_SIGNATURE <= settings.broadcast_residue_keys
+    # the rules link most signatures: when the residue's keys are few, broadcast them.
+    # `known` holds distinct signatures of `to_link`, so the residue is counted from the two
+    # (cheap scans of materialised frames) instead of running the anti-join twice
+    residue_signatures = to_link.count() - known.count()
+    small = residue_signatures * KEYS_PER_SIGNATURE <= settings.broadcast_residue_keys
     weighted = scored_pairs(residue, reference, broadcast_records=small).withColumn(
         "match_weight", fit.model.weight_column()
     )
