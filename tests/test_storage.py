@@ -47,6 +47,16 @@ def test_round_trip(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> N
     assert store.version(path) == 0
 
 
+def test_paths_with_spaces(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    """Warehouses live where operators put them: a space must not break reads or writes."""
+    path = str(tmp_path / "safe haven" / "gp events")
+    store.write(frame(spark, ROWS[:2]), path, partition_by=["provider"])
+    store.write(frame(spark, ROWS[2:]), path, mode="append", partition_by=["provider"])
+    assert_df_equality(
+        store.read(path).select(*frame(spark).columns), frame(spark), ignore_row_order=True, ignore_nullable=True
+    )
+
+
 def test_append_and_read_old_version(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
     path = str(tmp_path / "t")
     store.write(frame(spark, ROWS[:2]), path)

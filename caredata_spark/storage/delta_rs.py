@@ -262,20 +262,10 @@ class DeltaRsStore(DeltaStore):
 
     def read(self, path: str, version: int | None = None) -> DataFrame:
         table = self._table(path, version)
-        schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
         files = [unquote(uri) for uri in table.file_uris()]  # the log stores URI-encoded paths
         if not files:
-            return empty_frame(self.spark, schema)
-        try:
-            # Hive-style directories let Spark's own partition discovery restore partition columns
-            frame = self.spark.read.schema(schema).option("basePath", table.table_uri).parquet(*files)
-        except AnalysisException as err:
-            if err.getCondition() == "PATH_NOT_FOUND":
-                raise StorageError(
-                    f"Delta table {path} is damaged: a data file its log names is missing"
-                ) from err
-            raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
-        return frame.select(*schema.fieldNames())
+            return empty_frame(self.spark, from_arrow_schema(pa.schema(table.schema().to_arrow())))
+        return self._frame(path, table, files)
 
     def _write(
         self,
@@ -359,14 +349,23 @@ class DeltaRsStore(DeltaStore):
         self._staged(kept, path, partition_by, commit, skip_empty=True)
         return before - kept_rows
 
-    def _frame(self, path: str, table: Any, uris: list[str]) -> DataFrame:
+    def _frame(self, path: str, table: Any, files: list[str]) -> DataFrame:
+        """The table's rows from some of its data files (decoded paths), in its column order.
+
+        Hive-style directories under the (decoded) table root let Spark's own partition
+        discovery restore the partition columns.
+        """
         schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
         try:
             base = unquote(table.table_uri)
-            frame = self.spark.read.schema(schema).option("basePath", base).parquet(*uris)
+            frame = self.spark.read.schema(schema).option("basePath", base).parquet(*files)
         except AnalysisException as err:
+            if err.getCondition() == "PATH_NOT_FOUND":
+                raise StorageError(
+                    f"Delta table {path} is damaged: a data file its log names is missing"
+                ) from err
             raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
-        return frame
+        return frame.select(*schema.fieldNames())
 
     def vacuum_removed(self, path: str) -> None:
         if self.exists(path):
