@@ -9,6 +9,7 @@ Spark expressions: no Python runs per row.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,30 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 _UNIFORM_BITS = 53  # a double holds 53 bits of mantissa
+
+
+def _element_type(values: Sequence[object]) -> str:
+    if all(isinstance(v, str) for v in values):
+        return "string"
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int" if all(-(2**31) <= v < 2**31 for v in values) else "bigint"  # type: ignore[operator]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "double"
+    raise TypeError("a constant array holds strings, booleans or numbers, one kind")
+
+
+def element_at(values: Sequence[object], position: Column) -> Column:
+    """The element of a constant list at a 1-based `position` column.
+
+    The list goes to the JVM as ONE JSON literal, which the optimiser folds into the array
+    literal `F.lit(list)` would give. `F.lit` calls the JVM once per element: the weight
+    tables of the code catalogues (thousands of numbers, read by every draw) took about 20 s
+    of planning per synthetic run that way.
+    """
+    array = F.from_json(F.lit(json.dumps(list(values))), f"array<{_element_type(values)}>")
+    return F.element_at(array, position)
 
 
 @dataclass(frozen=True)
@@ -116,12 +141,13 @@ class Categorical:
         """0-based index of the drawn value."""
         slot = draws.below(f"{stream}/slot", *keys, n=len(self.values))
         row = F.lit(0) if stratum is None else stratum
-        keep = F.element_at(F.element_at(F.lit(list(map(list, self.probability))), row + 1), slot + 1)
-        other = F.element_at(F.element_at(F.lit(list(map(list, self.alias))), row + 1), slot + 1)
+        position = row * len(self.values) + slot + 1  # the tables flattened, row by row
+        keep = element_at([p for row_p in self.probability for p in row_p], position)
+        other = element_at([a for row_a in self.alias for a in row_a], position)
         return F.when(draws.uniform(f"{stream}/keep", *keys) < keep, slot).otherwise(other)
 
     def value_at(self, index: Column) -> Column:
-        return F.element_at(F.lit(list(self.values)), index.cast("int") + 1)
+        return element_at(self.values, index.cast("int") + 1)
 
     def draw(self, draws: Draws, stream: str, *keys: Column, stratum: Column | None = None) -> Column:
         return self.value_at(self.index(draws, stream, *keys, stratum=stratum))
