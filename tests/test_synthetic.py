@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -29,6 +30,7 @@ from caredata_spark.keys import TransportPrivateKey
 from caredata_spark.storage import open_store
 from caredata_spark.synthetic.catalogues import load_code_lists, verhoeff_valid
 from caredata_spark.synthetic.generate import TRUTH_PEOPLE, TRUTH_RECORDS, SynthResult, generate
+from caredata_spark.synthetic.sampling import element_at
 from caredata_spark.synthetic.settings import SynthSettings, load_synth_settings
 from caredata_spark.synthetic.writer import EXTRA_COLUMN
 
@@ -165,6 +167,17 @@ def test_nhs_numbers_are_valid_distinct_and_never_placeholders(people: DataFrame
     assert len(numbers) == PEOPLE == len(set(numbers))
     assert all(modulus_11_valid(n) for n in numbers)
     assert not [n for n in numbers if len(set(n)) == 1 or n.startswith("999")]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["E11", "I10", 'a "quoted", comma', "é"], [0.1, 1 / 3, 2.5e-300], [4, 6, 7], [1, 2**40], [True, False]],
+)
+def test_constant_lookup_gives_what_a_literal_array_gives(spark: SparkSession, values: list) -> None:
+    positions = spark.range(1, len(values) + 1).select(F.col("id").cast("int").alias("at"))
+    looked_up = positions.select("at", element_at(values, F.col("at")).alias("value"))
+    literal = positions.select("at", F.element_at(F.lit(values), F.col("at")).alias("value"))
+    assert_df_equality(looked_up, literal, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_reference_numbers_of_the_checker() -> None:
