@@ -143,7 +143,12 @@ def scored_pairs(records: DataFrame, reference: DataFrame, broadcast_records: bo
 
 
 def random_pairs(
-    records: DataFrame, reference: DataFrame, sizes: int, target: int, known: DataFrame
+    records: DataFrame,
+    reference: DataFrame,
+    sizes: int,
+    target: int,
+    known: DataFrame,
+    broadcast_records: bool = False,
 ) -> DataFrame:
     """About `target` of the `sizes` (record, reference identity) pairs, drawn by hash,
     without the `known` links (signature, person_id): non-matches, to estimate u from.
@@ -152,7 +157,7 @@ def random_pairs(
     match shows (an equal NHS number) that is all there is to see: left in, those pairs
     would make u ~ m/persons and cancel the prior. Both sides get a bucket from a hash of
     their signature and are joined on it, so pairs number sizes / buckets, no cartesian
-    product.
+    product. `broadcast_records`: as in `candidate_pairs`, for a small sample.
     """
     buckets = max(1, sizes // max(target, 1))
 
@@ -160,7 +165,8 @@ def random_pairs(
         bucket = F.pmod(F.xxhash64(F.lit("random pairs"), F.col("signature")), F.lit(buckets))
         return frame.select(bucket.alias("bucket"), *ids, *[F.col(c).alias(prefix + c) for c in IDENTITY_COLUMNS])
 
-    pairs = bucketed(records, [F.col("signature")], RECORD).join(
+    sample = bucketed(records, [F.col("signature")], RECORD)
+    pairs = (F.broadcast(sample) if broadcast_records else sample).join(
         bucketed(reference, [F.col("person_id")], REFERENCE), on="bucket", how="inner"
     )
     unknown = pairs.join(known, on=["signature", "person_id"], how="left_anti")
@@ -353,28 +359,31 @@ def sample_signatures(signatures: DataFrame, available: int, target: int) -> Dat
 
 
 def train(
-    to_link: DataFrame, reference: DataFrame, known: DataFrame, settings: LinkageSettings
+    to_link: DataFrame, available: int, reference: DataFrame, known: DataFrame, settings: LinkageSettings
 ) -> ScoredFit:
     """u from random pairs, m by EM sessions, prior = one match among the persons.
 
-    `known`: (signature, person_id) links already made (by the rules), kept out of u.
-    Only counts per comparison vector reach the driver (one small collect per session).
+    `available`: the number of signatures in `to_link`. `known`: (signature, person_id)
+    links already made (by the rules), kept out of u. Only counts per comparison vector
+    reach the driver (one small collect per session). The sample has one key per
+    training rule: within the broadcast limit, it is broadcast and the person index
+    streams past it, instead of being shuffled for each session.
     """
     reference_rows, persons = reference.agg(F.count(F.lit(1)), F.count_distinct("person_id")).first()
-    available = to_link.count()
     if not available or not persons:
         return ScoredFit(None, settings.min_weight)
     sample = sample_signatures(to_link, available, settings.em_sample_signatures)
     sample_size = min(available, settings.em_sample_signatures)
+    small = sample_size <= settings.broadcast_residue_keys
     random = pattern_counts(
-        random_pairs(sample, reference, sample_size * reference_rows, settings.u_sample_pairs, known)
+        random_pairs(sample, reference, sample_size * reference_rows, settings.u_sample_pairs, known, small)
     )
     u = estimate_u(random)
     m = initial_m()
     sessions = []
     names = [c.name for c in COMPARISONS]
     for rule, estimated, provided in TRAINING_SESSIONS:
-        counts = pattern_counts(compared(candidate_pairs(sample, reference, [rule])))
+        counts = pattern_counts(compared(candidate_pairs(sample, reference, [rule], small)))
         if not counts:
             continue  # nothing to learn from: the initial m stands for what it provides
         session = fit_m(
@@ -400,14 +409,15 @@ def link_scored(
     most matches are, and m describes matches. Returns, per residue signature with
     candidates, the `decide` columns.
     """
-    fit = train(to_link, reference, known, settings)
+    signatures = to_link.count()
+    fit = train(to_link, signatures, reference, known, settings)
     if fit.model is None:
         return to_link.sparkSession.createDataFrame([], SCORED_DDL), fit
     residue = to_link.join(known.select("signature"), on="signature", how="left_anti")
     # the rules link most signatures: when the residue's keys are few, broadcast them.
     # `known` holds distinct signatures of `to_link`, so the residue is counted from the two
     # (cheap scans of materialised frames) instead of running the anti-join twice
-    residue_signatures = to_link.count() - known.count()
+    residue_signatures = signatures - known.count()
     small = residue_signatures * KEYS_PER_SIGNATURE <= settings.broadcast_residue_keys
     weighted = scored_pairs(residue, reference, broadcast_records=small).withColumn(
         "match_weight", fit.model.weight_column()

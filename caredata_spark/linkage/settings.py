@@ -27,8 +27,9 @@ class LinkageSettings:
     u_sample_pairs: int = 2_000_000  # random pairs u is estimated from
     em_max_iterations: int = 200
     em_tolerance: float = 1e-7
-    # the residue's blocking keys (15 per signature) are broadcast up to this many (~30 MB
-    # with their identities); above it, the pairs join is a shuffle sort-merge join
+    # the scored step's record-side blocking keys (the residue's 15 per signature, the
+    # training sample's one per session) are broadcast up to this many (~30 MB with their
+    # identities); above it, the pairs join is a shuffle sort-merge join
     broadcast_residue_keys: int = 2_000_000
 
     def __post_init__(self) -> None:
