@@ -23,7 +23,7 @@ class LinkageSettings:
     """
 
     min_probability: float = 0.999
-    em_sample_signatures: int = 200_000  # training uses the pairs of about this many records
+    em_sample_signatures: int = 50_000  # training uses the pairs of about this many records
     u_sample_pairs: int = 2_000_000  # random pairs u is estimated from
     em_max_iterations: int = 200
     em_tolerance: float = 1e-7
