@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 from chispa import assert_df_equality
+from linkage_data import (
+    ALICE,
+    BOB,
+    JAN1,
+    NO_NHS_1,
+    PERSONS,
+    TWIN_1,
+    TWIN_2,
+    Ids,
+    reference,
+    signatures,
+)
 from pyspark.sql import DataFrame, SparkSession
-from test_linkage_records import ALICE, Ids, reference, signatures
 
-from caredata_spark.linkage.deterministic import BLOCKING_RULES, STEPS, link_deterministic
+from caredata_spark.linkage.deterministic import (
+    BLOCKING_RULES,
+    STEPS,
+    link_deterministic,
+)
 
 RESULT_DDL = "signature binary, person_id string, match_step string, ambiguous_step string"
-
-BOB = Ids(nhs="4010232137", dob="1950-07-02", sex="1", postcode="LS2 7XY")
-TWIN_1 = Ids(nhs="4505577104", dob="2010-05-20", sex="1", postcode="M1 1AE")
-TWIN_2 = TWIN_1.but(nhs="4857773456")
-NO_NHS_1 = Ids(dob="1990-06-07", sex="2", postcode="B1 1BB")  # GP persons without NHS number
-NO_NHS_2 = Ids(dob="1990-06-07", sex="2", postcode="B1 1BB")
-JAN1 = Ids(nhs="9876543210", dob="1975-01-01", sex="1", postcode="S1 2HE")
-
-PERSONS = {
-    "alice": [ALICE, ALICE.but(postcode="LS6 2QQ")],  # an old address from an earlier extract
-    "bob": [BOB],
-    "twin1": [TWIN_1],
-    "twin2": [TWIN_2],
-    "noid1": [NO_NHS_1],
-    "noid2": [NO_NHS_2],
-    "jan1": [JAN1],
-}
 
 
 def linked(spark: SparkSession, records: dict[str, Ids]) -> DataFrame:

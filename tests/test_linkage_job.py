@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from linkage_data import ALICE, BOB, TWIN_1, TWIN_2, Ids, clinical_rows, h, land
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from test_linkage_deterministic import BOB, TWIN_1, TWIN_2
-from test_linkage_records import ALICE, Ids, clinical_rows, h, land
 
 from caredata_spark.cli import main
 from caredata_spark.linkage.job import link

@@ -9,23 +9,22 @@ import random
 
 import pytest
 from chispa import assert_df_equality
+from linkage_data import ALICE, BOB, JAN1, PERSONS, TWIN_1, Ids, reference, signatures
 from pyspark.sql import SparkSession
-from test_linkage_deterministic import BOB, JAN1, PERSONS, TWIN_1
-from test_linkage_records import ALICE, Ids, reference, signatures
 
+from caredata_spark.config import ConfigError
 from caredata_spark.linkage.deterministic import link_deterministic
 from caredata_spark.linkage.scoring import (
     COMPARISONS,
     LEVEL_COLUMNS,
     MatchModel,
-    initial_m,
     decide,
     estimate_u,
     fit_m,
+    initial_m,
     link_scored,
     scored_pairs,
 )
-from caredata_spark.config import ConfigError
 from caredata_spark.linkage.settings import LinkageSettings, linkage_settings
 
 TRUE_M = ((0.01, 0.04, 0.95), (0.02, 0.05, 0.03, 0.90), (0.01, 0.99), (0.15, 0.15, 0.70))
