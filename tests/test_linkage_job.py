@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chispa import assert_df_equality
 from linkage_data import ALICE, BOB, TWIN_1, TWIN_2, Ids, clinical_rows, h, land
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.cli import main
-from caredata_spark.linkage.job import link
+from caredata_spark.linkage.job import OUTCOME_DDL, link, record_outcomes
 from caredata_spark.linkage.scoring import COMPARISONS
 from caredata_spark.linkage.settings import LinkageSettings
 from caredata_spark.storage import DeltaStore, open_store
@@ -112,6 +113,44 @@ def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> S
     link_map_2 = _rows(store, warehouse, LINK_MAP)
     versions_2 = _versions(store, warehouse)
     return Scenario(warehouse, first, retried, second, link_map_1, link_map_2, versions_2)
+
+
+def test_a_key_twice_in_one_batch_gets_one_outcome(spark: SparkSession) -> None:
+    """Its linked version wins, then the larger signature; a key seen once passes as it is."""
+    hes_rows = spark.createDataFrame(
+        [
+            ("hes_apc", "once", "RTH", b"s1"),
+            ("hes_apc", "twice", "RTH", b"s0"),  # unlinked version
+            ("hes_apc", "twice", "RXH", b"s2"),  # linked version
+            ("hes_apc", "same_row_twice", "RTH", b"s1"),
+            ("hes_apc", "same_row_twice", "RTH", b"s1"),
+            ("hes_op", "never_linked_twice", "RTH", b"s0"),
+            ("hes_op", "never_linked_twice", "RTH", b"s3"),
+            ("hes_op", "no_candidate", "RTH", b"s9"),
+        ],
+        "source string, record_key string, provider string, signature binary",
+    )
+    by_signature = spark.createDataFrame(
+        [
+            (b"s0", None, None, None, 3.5, "det_6"),
+            (b"s1", "p1", "det_1", None, None, None),
+            (b"s2", "p2", "scored", 12.0, 12.0, None),
+            (b"s3", None, None, None, None, None),
+        ],
+        OUTCOME_DDL,
+    )
+    expected = spark.createDataFrame(
+        [
+            ("hes_apc", "once", "RTH", "p1", "det_1", None, None, None),
+            ("hes_apc", "twice", "RXH", "p2", "scored", 12.0, 12.0, None),
+            ("hes_apc", "same_row_twice", "RTH", "p1", "det_1", None, None, None),
+            ("hes_op", "never_linked_twice", "RTH", None, None, None, None, None),
+            ("hes_op", "no_candidate", "RTH", None, None, None, None, None),
+        ],
+        "source string, record_key string, provider string, person_id string, match_step string, "
+        "match_weight double, best_weight double, ambiguous_step string",
+    )
+    assert_df_equality(record_outcomes(hes_rows, by_signature), expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_first_run_links_per_contract(scenario: Scenario) -> None:

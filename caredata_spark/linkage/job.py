@@ -200,7 +200,7 @@ def link(
             scored,
         )
         outcomes = materialised(
-            _record_outcomes(hes_rows, by_signature).unionByName(_gp_outcomes(gp_rows, gp_persons))
+            record_outcomes(hes_rows, by_signature).unionByName(_gp_outcomes(gp_rows, gp_persons))
         )
         metrics.update(fit.figures())
 
@@ -225,7 +225,7 @@ def link(
     return summary
 
 
-def _record_outcomes(hes_rows: DataFrame, by_signature: DataFrame) -> DataFrame:
+def record_outcomes(hes_rows: DataFrame, by_signature: DataFrame) -> DataFrame:
     """Hospital record keys with their signature's outcome, one row per key.
 
     A key may arrive twice in one batch (a resubmitted episode): its linked version wins,

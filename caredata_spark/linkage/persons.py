@@ -99,12 +99,16 @@ def register_gp(gp_rows: DataFrame, prior_links: DataFrame, owners: DataFrame) -
 
 
 def gp_identities(gp_rows: DataFrame, gp_persons: DataFrame) -> DataFrame:
-    """The person index rows the GP rows contribute: (person_id, signature + hashes)."""
+    """The person index rows the GP rows contribute: (person_id, signature + hashes).
+
+    One row per (person, signature): the other columns follow from the signature, so a
+    whole-row `distinct` (a hash aggregation, see `records.identities`) gives it.
+    """
     return (
         gp_rows.select("record_key", "signature", *IDENTITY_COLUMNS)
         .join(gp_persons.select("record_key", "person_id"), on="record_key", how="inner")
         .select("person_id", F.lit(ORIGIN_GP).alias("origin"), "signature", *IDENTITY_COLUMNS)
-        .dropDuplicates(["person_id", "signature"])
+        .distinct()
     )
 
 

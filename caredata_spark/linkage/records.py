@@ -68,5 +68,11 @@ def with_signature(records: DataFrame) -> DataFrame:
 
 
 def identities(records: DataFrame) -> DataFrame:
-    """One row per distinct signature: what the matching steps compare."""
-    return records.select("signature", *IDENTITY_COLUMNS).dropDuplicates(["signature"])
+    """One row per distinct signature: what the matching steps compare.
+
+    A signature is a digest of exactly these columns, so whole-row `distinct` keeps the same
+    rows as de-duplicating on the signature, and is a hash aggregation. `dropDuplicates` on
+    the signature alone keeps the other columns with `first`, which Spark can only run as
+    a sort-based aggregation: every hospital row sorted twice.
+    """
+    return records.select("signature", *IDENTITY_COLUMNS).distinct()
