@@ -30,7 +30,7 @@ from caredata_spark.keys import TransportPrivateKey
 from caredata_spark.storage import open_store
 from caredata_spark.synthetic.catalogues import load_code_lists, verhoeff_valid
 from caredata_spark.synthetic.generate import TRUTH_PEOPLE, TRUTH_RECORDS, SynthResult, generate
-from caredata_spark.synthetic.sampling import element_at
+from caredata_spark.synthetic.sampling import constant_at
 from caredata_spark.synthetic.settings import SynthSettings, load_synth_settings
 from caredata_spark.synthetic.writer import EXTRA_COLUMN
 
@@ -175,7 +175,7 @@ def test_nhs_numbers_are_valid_distinct_and_never_placeholders(people: DataFrame
 )
 def test_constant_lookup_gives_what_a_literal_array_gives(spark: SparkSession, values: list) -> None:
     positions = spark.range(1, len(values) + 1).select(F.col("id").cast("int").alias("at"))
-    looked_up = positions.select("at", element_at(values, F.col("at")).alias("value"))
+    looked_up = positions.select("at", constant_at(values, F.col("at")).alias("value"))
     literal = positions.select("at", F.element_at(F.lit(values), F.col("at")).alias("value"))
     assert_df_equality(looked_up, literal, ignore_row_order=True, ignore_nullable=True)
 

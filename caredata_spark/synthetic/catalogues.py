@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from caredata_spark.clinical_codes import VERHOEFF_D, VERHOEFF_P
 from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
-from caredata_spark.synthetic.sampling import Categorical, Draws, element_at
+from caredata_spark.synthetic.sampling import Categorical, Draws, constant_at
 from caredata_spark.synthetic.settings import CodeEntry, SynthSettings
 
 DEFAULT_CODES = DEFAULT_CONF.parent / "codes.yaml"
@@ -147,9 +147,9 @@ class Catalogue:
         position = index.cast("int") + 1
 
         def lookup(values: Sequence[float]) -> Column:
-            return element_at([float(v) for v in values], position)
+            return constant_at([float(v) for v in values], position)
 
-        decimals = element_at([-1 if s is None else s.decimals for s in specs], position)
+        decimals = constant_at([-1 if s is None else s.decimals for s in specs], position)
         number = F.greatest(
             lookup([0.0 if s is None else s.minimum for s in specs]),
             lookup([0.0 if s is None else s.mean for s in specs])

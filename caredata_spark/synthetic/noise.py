@@ -18,7 +18,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from caredata_spark.synthetic.geography import PSEUDO_POSTCODES
-from caredata_spark.synthetic.sampling import Draws, element_at
+from caredata_spark.synthetic.sampling import Draws, constant_at
 from caredata_spark.synthetic.settings import DirtyRates, NoiseRates
 
 NHS_PLACEHOLDERS = ("0000000000", "1111111111", "9999999999", "9990000000")
@@ -49,7 +49,7 @@ def _replace_digit(digits: Column, draws: Draws, stream: str, keys: Sequence[Col
 
 def _one_of(values: Sequence[str], draws: Draws, stream: str, keys: Sequence[Column]) -> Column:
     index = draws.below(stream, *keys, n=len(values)) + 1
-    return element_at(values, index.cast("int"))
+    return constant_at(values, index.cast("int"))
 
 
 def with_identifier_noise(rates: NoiseRates, draws: Draws, stream: str, keys: Sequence[str], end: dt.date):

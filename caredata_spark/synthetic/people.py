@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from caredata_spark.synthetic.catalogues import OLDEST_AGE
 from caredata_spark.synthetic.geography import Layout, div, practice_code, provider_code
-from caredata_spark.synthetic.sampling import Categorical, Draws, element_at, stratum_index
+from caredata_spark.synthetic.sampling import Categorical, Draws, constant_at, stratum_index
 from caredata_spark.synthetic.settings import SynthSettings
 
 DAYS_PER_YEAR = 365.25
@@ -59,7 +59,7 @@ def with_nhs_number(draws: Draws):
         person = F.col("id")
         offset = F.pmod(draws.hash("nhs/offset"), F.lit(NHS_PREFIXES))
         prefix_index = F.pmod(div(person, NHS_SLOTS) * NHS_MULTIPLIER + offset, F.lit(NHS_PREFIXES))
-        leading_digit = element_at(NHS_LEADING_DIGITS, (div(prefix_index, 1_000_000) + 1).cast("int"))
+        leading_digit = constant_at(NHS_LEADING_DIGITS, (div(prefix_index, 1_000_000) + 1).cast("int"))
         prefix, leading, eighth, k = F.col("_prefix"), F.col("_leading"), F.col("_eighth"), F.col("_k")
         partial = sum((_digit(prefix, i, 7) * (11 - i) for i in range(1, 8)), F.lit(0)) + eighth * 3
         no_check = F.pmod((1 - partial) * 6, F.lit(11))  # 2 * ninth = 1 - partial (mod 11)
@@ -138,7 +138,7 @@ def _with_birth(settings: SynthSettings, draws: Draws):
         is_twin = (person % 2 == 1) & (draws.uniform("twin", person) < twin_rate)
         anchor = F.col("anchor")
         band = F.col("band")
-        female = element_at([b.female for b in bands], band + 1)
+        female = constant_at([b.female for b in bands], band + 1)
 
         def sex_of(key: Column) -> Column:
             return F.when(draws.uniform("sex", key) < female, F.lit(2)).otherwise(F.lit(1))

@@ -32,7 +32,7 @@ def _element_type(values: Sequence[object]) -> str:
     raise TypeError("a constant array holds strings, booleans or numbers, one kind")
 
 
-def element_at(values: Sequence[object], position: Column) -> Column:
+def constant_at(values: Sequence[object], position: Column) -> Column:
     """The element of a constant list at a 1-based `position` column.
 
     The list goes to the JVM as ONE JSON literal, which the optimiser folds into the array
@@ -142,12 +142,12 @@ class Categorical:
         slot = draws.below(f"{stream}/slot", *keys, n=len(self.values))
         row = F.lit(0) if stratum is None else stratum
         position = row * len(self.values) + slot + 1  # the tables flattened, row by row
-        keep = element_at([p for row_p in self.probability for p in row_p], position)
-        other = element_at([a for row_a in self.alias for a in row_a], position)
+        keep = constant_at([p for row_p in self.probability for p in row_p], position)
+        other = constant_at([a for row_a in self.alias for a in row_a], position)
         return F.when(draws.uniform(f"{stream}/keep", *keys) < keep, slot).otherwise(other)
 
     def value_at(self, index: Column) -> Column:
-        return element_at(self.values, index.cast("int") + 1)
+        return constant_at(self.values, index.cast("int") + 1)
 
     def draw(self, draws: Draws, stream: str, *keys: Column, stratum: Column | None = None) -> Column:
         return self.value_at(self.index(draws, stream, *keys, stratum=stratum))
