@@ -41,13 +41,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark import audit
-from caredata_spark.agreements import (
-    MONTH,
-    Agreement,
-    ReleaseRefused,
-    check_request,
-    load_agreement,
-)
+from caredata_spark.agreements import MONTH, Agreement, ReleaseRefused, check_request, load_agreement
 from caredata_spark.cli import Command, Context
 from caredata_spark.config import ConfigError, Settings
 from caredata_spark.contract import DATASETS, GP_EVENTS, Dataset

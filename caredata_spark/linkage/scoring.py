@@ -374,7 +374,7 @@ def train(
         return ScoredFit(None, settings.min_weight)
     sample = sample_signatures(to_link, available, settings.em_sample_signatures)
     sample_size = min(available, settings.em_sample_signatures)
-    small = sample_size <= settings.broadcast_residue_keys
+    small = settings.broadcasts(sample_size)  # one key per training rule
     random = pattern_counts(
         random_pairs(sample, reference, sample_size * reference_rows, settings.u_sample_pairs, known, small)
     )
@@ -418,7 +418,7 @@ def link_scored(
     # `known` holds distinct signatures of `to_link`, so the residue is counted from the two
     # (cheap scans of materialised frames) instead of running the anti-join twice
     residue_signatures = signatures - known.count()
-    small = residue_signatures * KEYS_PER_SIGNATURE <= settings.broadcast_residue_keys
+    small = settings.broadcasts(residue_signatures * KEYS_PER_SIGNATURE)
     weighted = scored_pairs(residue, reference, broadcast_records=small).withColumn(
         "match_weight", fit.model.weight_column()
     )

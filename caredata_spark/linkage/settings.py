@@ -48,6 +48,10 @@ class LinkageSettings:
         if not self.em_tolerance > 0:
             raise ConfigError(f"em_tolerance: expected > 0, got {self.em_tolerance}")
 
+    def broadcasts(self, record_keys: int) -> bool:
+        """Whether the scored step broadcasts a record side of this many blocking keys."""
+        return record_keys <= self.broadcast_residue_keys
+
     @property
     def min_weight(self) -> float:
         """The threshold as a match weight (log2 odds): 0.999 -> 9.97 bits."""
