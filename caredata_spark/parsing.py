@@ -52,7 +52,7 @@ def parquet_rows(spark: SparkSession, submission_id: str, path: str, dataset: Da
     )
 
 
-def _field_count(text: Column) -> Column:
+def _quoted_field_count(text: Column) -> Column:
     """Fields on a CSV line: commas outside quoted sections, plus one."""
     unquoted = F.regexp_replace(text, '"([^"]|"")*"', "")
     return F.length(unquoted) - F.length(F.regexp_replace(unquoted, ",", "")) + 1
@@ -61,6 +61,19 @@ def _field_count(text: Column) -> Column:
 def _quotes_balanced(text: Column) -> Column:
     quotes = F.length(text) - F.length(F.regexp_replace(text, '"', ""))
     return quotes % 2 == 0
+
+
+def malformed(text: Column, width: int) -> Column:
+    """A line whose field count is not `width`, whose quotes do not balance, or blank.
+
+    Almost no line has a quote, so a line without one is split on commas: about 4x cheaper
+    than the regular expressions a quoted line needs (CASE WHEN evaluates one branch only).
+    """
+    has_quote = F.instr(text, '"') > 0
+    wrong_shape = F.when(
+        has_quote, (_quoted_field_count(text) != width) | ~_quotes_balanced(text)
+    ).otherwise(F.size(F.split(text, ",")) != width)
+    return wrong_shape | (F.trim(text) == "")
 
 
 def parse_lines(dataset: Dataset, header: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
@@ -77,13 +90,12 @@ def parse_lines(dataset: Dataset, header: Sequence[str]) -> Callable[[DataFrame]
 
     def transform(lines: DataFrame) -> DataFrame:
         text = _text(F.col("line"))
-        malformed = (_field_count(text) != len(header)) | ~_quotes_balanced(text) | (F.trim(text) == "")
         parsed = lines.filter(F.col("line_number") > 1).select(
             "submission_id",
             "line_number",
             "line",
             F.from_csv(text, schema, CSV_OPTIONS).alias("fields"),
-            F.when(malformed, F.lit(reasons.MALFORMED_ROW)).alias("parse_problem"),
+            F.when(malformed(text, len(header)), F.lit(reasons.MALFORMED_ROW)).alias("parse_problem"),
         )
         return parsed.select(
             "submission_id",

@@ -14,6 +14,7 @@ from ingest_data import TYPE1_NHS, VALID_NHS, run, write
 from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import encrypt_file
 from caredata_spark.ingest import line_if_rejected, one_per_record
+from caredata_spark.parsing import malformed
 from caredata_spark.keys import generate_keys, load_public_key
 from caredata_spark.tables import (
     DATA_QUALITY,
@@ -206,6 +207,17 @@ def test_fuzzed_rows_never_crash_and_nothing_is_lost(spark, delta_rs, keys, tmp_
     (counts,) = result.counts.values()
     assert counts["read"] == len(lines)
     assert counts["read"] == counts["accepted"] + counts["quarantined"]
+
+
+def test_malformed_lines_are_found_with_and_without_quotes(spark) -> None:
+    """Lines without a quote take the cheap comma split; quoted ones the regular expressions."""
+    cases = [
+        ("a,b,c", False), ("a,,", False), ("a,b", True), ("a,b,c,d", True), ("", True), ("   ", True),
+        ('"a,b",c,d', False), ('"a,""b""",c,d', False), ('a,"b,c",d,e', True), ('"a,b,c', True),
+    ]
+    frame = spark.createDataFrame(cases, "line string, malformed boolean")
+    actual = frame.select("line", malformed(F.col("line"), 3).alias("malformed"))
+    assert_df_equality(actual, frame, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_one_per_record_dedups_only_datasets_whose_rows_share_keys(spark) -> None:
