@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from ingest_data import TYPE1_NHS, VALID_NHS, run, write
 
 from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import encrypt_file
+from caredata_spark.identity import generalised
 from caredata_spark.ingest import line_if_rejected, one_per_record
-from caredata_spark.parsing import malformed
 from caredata_spark.keys import generate_keys, load_public_key
+from caredata_spark.parsing import malformed
 from caredata_spark.tables import (
     DATA_QUALITY,
     IDENTITY_VAULT,
@@ -218,6 +220,26 @@ def test_malformed_lines_are_found_with_and_without_quotes(spark) -> None:
     frame = spark.createDataFrame(cases, "line string, malformed boolean")
     actual = frame.select("line", malformed(F.col("line"), 3).alias("malformed"))
     assert_df_equality(actual, frame, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_generalised_attributes_come_from_the_validated_postcode(spark) -> None:
+    """District and area of an address postcode in validation's 'OUT IN' form; none for a
+    pseudo-postcode or no postcode; age in whole years at the activity."""
+    rows = spark.createDataFrame(
+        [
+            (dt.date(2024, 5, 3), dt.date(1980, 5, 4), "LS1 4AB", False),
+            (dt.date(2024, 5, 4), dt.date(1980, 5, 4), "W1A 0AX", False),
+            (dt.date(2024, 5, 4), dt.date(1980, 5, 4), "ZZ99 3VZ", True),
+            (dt.date(2024, 5, 4), None, None, None),
+        ],
+        "activity_date date, dob date, postcode string, pseudo_postcode boolean",
+    )
+    expected = spark.createDataFrame(
+        [(43, "LS1", "LS"), (44, "W1A", "W"), (44, None, None), (None, None, None)],
+        "age int, district string, area string",
+    )
+    actual = rows.transform(generalised()).select("age", "district", "area")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_one_per_record_dedups_only_datasets_whose_rows_share_keys(spark) -> None:
