@@ -212,9 +212,14 @@ def linkable_postcode(col: Column) -> Column:
     return F.when(compact.rlike(ADDRESS_POSTCODE_PATTERN), _spaced(compact))
 
 
+def outward_code(normalised: Column) -> Column:
+    """Outward code ('LS1' of 'LS1 4AB') of a postcode already in normalised form."""
+    return F.substring_index(normalised, " ", 1)
+
+
 def postcode_district(col: Column) -> Column:
     """Outward code ('LS1' of 'LS1 4AB'); null when the postcode names no address."""
-    return F.substring_index(linkable_postcode(col), " ", 1)
+    return outward_code(linkable_postcode(col))
 
 
 def postcode_sector(col: Column) -> Column:

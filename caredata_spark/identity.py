@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from caredata_spark.identifiers import outward_code
 from caredata_spark.keyed_hash import KeyFrame, keyed_hashes, with_key_material
 
 NHS_DIGITS = 10
@@ -30,10 +31,9 @@ def _linkable_postcode() -> Column:
 
 
 def _district() -> Column:
-    """Outward code of the linkable postcode. Validation left it in 'LS1 4AB' form, so the
-    part before the space is the district: no second shape check (`postcode_district`, for
-    raw values, costs two regular expressions a row)."""
-    return F.substring_index(_linkable_postcode(), " ", 1)
+    """Outward code of the linkable postcode, which validation left normalised: no second
+    shape check (`postcode_district`, for raw values, costs two regular expressions a row)."""
+    return outward_code(_linkable_postcode())
 
 
 def linkage_messages() -> dict[str, Column]:
