@@ -17,11 +17,7 @@ from linkage_data import (
 )
 from pyspark.sql import DataFrame, SparkSession
 
-from caredata_spark.linkage.deterministic import (
-    BLOCKING_RULES,
-    STEPS,
-    link_deterministic,
-)
+from caredata_spark.linkage.deterministic import BLOCKING_RULES, STEPS, link_deterministic
 
 RESULT_DDL = "signature binary, person_id string, match_step string, ambiguous_step string"
 
