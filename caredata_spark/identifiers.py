@@ -220,8 +220,3 @@ def outward_code(normalised: Column) -> Column:
 def postcode_district(col: Column) -> Column:
     """Outward code ('LS1' of 'LS1 4AB'); null when the postcode names no address."""
     return outward_code(linkable_postcode(col))
-
-
-def postcode_sector(col: Column) -> Column:
-    """Outward code and first inward digit ('LS1 4'); null when the postcode names no address."""
-    return F.regexp_replace(linkable_postcode(col), r"[A-Z]{2}$", "")

@@ -26,7 +26,6 @@ from caredata_spark.identifiers import (
     normalise_postcode,
     parse_date,
     postcode_district,
-    postcode_sector,
     postcode_status,
     sex_code,
     sex_status,
@@ -229,24 +228,24 @@ def test_sex_codes(spark: SparkSession) -> None:
 
 
 def test_postcodes(spark: SparkSession) -> None:
-    address = [  # input, normalised, district, sector: every outward shape
-        ("LS1 4AB", "LS1 4AB", "LS1", "LS1 4"),
-        ("ls14ab", "LS1 4AB", "LS1", "LS1 4"),
-        ("LS1  4AB", "LS1 4AB", "LS1", "LS1 4"),
-        (" ls1 4Ab\t", "LS1 4AB", "LS1", "LS1 4"),
-        ("M1 1AE", "M1 1AE", "M1", "M1 1"),
-        ("B338TH", "B33 8TH", "B33", "B33 8"),
-        ("CR2 6XH", "CR2 6XH", "CR2", "CR2 6"),
-        ("DN55 1PT", "DN55 1PT", "DN55", "DN55 1"),
-        ("w1a 1hq", "W1A 1HQ", "W1A", "W1A 1"),
-        ("EC1A1BB", "EC1A 1BB", "EC1A", "EC1A 1"),
-        ("GIR 0AA", "GIR 0AA", "GIR", "GIR 0"),
+    address = [  # input, normalised, district: every outward shape
+        ("LS1 4AB", "LS1 4AB", "LS1"),
+        ("ls14ab", "LS1 4AB", "LS1"),
+        ("LS1  4AB", "LS1 4AB", "LS1"),
+        (" ls1 4Ab\t", "LS1 4AB", "LS1"),
+        ("M1 1AE", "M1 1AE", "M1"),
+        ("B338TH", "B33 8TH", "B33"),
+        ("CR2 6XH", "CR2 6XH", "CR2"),
+        ("DN55 1PT", "DN55 1PT", "DN55"),
+        ("w1a 1hq", "W1A 1HQ", "W1A"),
+        ("EC1A1BB", "EC1A 1BB", "EC1A"),
+        ("GIR 0AA", "GIR 0AA", "GIR"),
     ]
     rows = [
-        (raw, norm, VALID, False, norm, district, sector, None)
-        for raw, norm, district, sector in address
+        (raw, norm, VALID, False, norm, district, None)
+        for raw, norm, district in address
     ]
-    no_address = [None, None, None]  # linkable, district, sector
+    no_address = [None, None]  # linkable, district
     rows += [
         ("ZZ99 3CZ", "ZZ99 3CZ", PSEUDO, True, *no_address, reasons.POSTCODE_PSEUDO),
         ("zz993vz", "ZZ99 3VZ", PSEUDO, True, *no_address, reasons.POSTCODE_PSEUDO),
@@ -264,7 +263,7 @@ def test_postcodes(spark: SparkSession) -> None:
     df = spark.createDataFrame(
         rows,
         "postcode string, normalised string, status string, pseudo boolean, linkable string,"
-        " district string, sector string, reason string",
+        " district string, reason string",
     )
     assert_rules(
         df,
@@ -274,7 +273,6 @@ def test_postcodes(spark: SparkSession) -> None:
         pseudo=is_pseudo_postcode,
         linkable=linkable_postcode,
         district=postcode_district,
-        sector=postcode_sector,
         reason=lambda c: reasons.reason(postcode_status(c), reasons.POSTCODE_REASONS),
     )
 
@@ -315,7 +313,6 @@ def test_rules_never_fail_and_normalising_is_idempotent(
         clean_dob(F.col("text"), YEAR_END).alias("clean_dob"),
         sex_status(F.col("text")).alias("sex"),
         postcode_status(F.col("text")).alias("postcode"),
-        postcode_sector(F.col("text")).alias("sector"),
     )
     assert_column_equality(df, "once", "twice")
 
