@@ -44,6 +44,8 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
             .config("spark.ui.enabled", str(settings.ui_enabled).lower())
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONF} {JIT_HUGE_METHODS}")
+            # a `master` of spark://... starts executors, which do the per-row work
+            .config("spark.executor.extraJavaOptions", JIT_HUGE_METHODS)
         )
     builder = (
         builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))

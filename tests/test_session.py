@@ -38,3 +38,8 @@ def test_the_jit_compiles_spark_s_huge_generated_methods(spark: SparkSession) ->
     assert jvm is not None
     arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
     assert JIT_HUGE_METHODS in arguments
+
+
+def test_executors_the_session_starts_get_the_same_flag(spark: SparkSession) -> None:
+    """Against a spark:// master the per-row work runs in executor JVMs, not this one."""
+    assert JIT_HUGE_METHODS in spark.sparkContext.getConf().get("spark.executor.extraJavaOptions", "")
