@@ -43,7 +43,7 @@ from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.parsing import header_columns, missing_columns, parquet_rows, parse_lines
 from caredata_spark.purge import newly_objecting, purge_type1
 from caredata_spark.quarantine import quarantine_rows
-from caredata_spark.storage import DeltaStore, TableWrite
+from caredata_spark.storage import DeltaStore
 from caredata_spark.submission_lines import inspect_files, read_lines
 from caredata_spark.submissions import LEDGER, PlannedFile, plan_run, txn
 from caredata_spark.tables import (
@@ -317,34 +317,43 @@ def write_run(
     files: DataFrame,
     keys: Keys,
 ) -> None:
-    """Every table of the run, side by side, each under the run's Delta transaction id."""
+    """Every table of the run, each under the run's Delta transaction id."""
     accepted = {
         name: rows.filter(F.size("quarantine_reasons") == 0).transform(prepared(DATASETS[name], keys.linkage))
         for name, rows in frames.kept.items()
     }
+    for name, rows in accepted.items():
+        path = clinical(name)
+        store.write(rows.transform(clinical_rows(DATASETS[name])), table_path(warehouse, path), txn=txn(path, run_id))
     vault = _union(
         rows.transform(one_per_record(DATASETS[name])).transform(vault_rows(DATASETS[name].source, keys.vault))
         for name, rows in accepted.items()
     )
+    store.write(vault, table_path(warehouse, IDENTITY_VAULT), txn=txn(IDENTITY_VAULT, run_id))
     rejected = _union(
         rows.filter(F.size("quarantine_reasons") > 0).select(
             "submission_id", "line_number", "record_key", "line", F.col("quarantine_reasons").alias("reasons")
         )
         for rows in frames.kept.values()
     ).join(F.broadcast(files), on="submission_id", how="inner")  # one row per file
+    store.write(
+        rejected.transform(quarantine_rows(keys.vault, run_id)),
+        table_path(warehouse, QUARANTINE),
+        txn=txn(QUARANTINE, run_id),
+    )
     run = F.lit(run_id).cast("long").alias("run_id")
+    store.write(
+        frames.new_events.select(*EVENTS_COLUMNS, run),
+        table_path(warehouse, OBJECTIONS),
+        txn=txn(OBJECTIONS, run_id),
+    )
     quality = _union(_quality(n, frames.kept[n], frames.dropped[n]) for n in frames.kept).join(
         F.broadcast(files.select("submission_id", "submitter")), on="submission_id", how="inner"
     )
-    tables = {
-        IDENTITY_VAULT: vault,
-        **{clinical(name): rows.transform(clinical_rows(DATASETS[name])) for name, rows in accepted.items()},
-        QUARANTINE: rejected.transform(quarantine_rows(keys.vault, run_id)),
-        OBJECTIONS: frames.new_events.select(*EVENTS_COLUMNS, run),
-        DATA_QUALITY: quality.select("dataset", "submitter", "submission_id", "kind", "code", "rows", run),
-    }
-    store.write_all(
-        [TableWrite(df, table_path(warehouse, name), txn=txn(name, run_id)) for name, df in tables.items()]
+    store.write(
+        quality.select("dataset", "submitter", "submission_id", "kind", "code", "rows", run),
+        table_path(warehouse, DATA_QUALITY),
+        txn=txn(DATA_QUALITY, run_id),
     )
 
 

@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.config import StorageSettings
-from caredata_spark.storage import DeltaStore, SchemaMismatchError, StorageError, TableWrite, Txn, open_store
+from caredata_spark.storage import DeltaStore, SchemaMismatchError, StorageError, Txn, open_store
 
 ROWS = [
     (1, "RTH", dt.date(2024, 1, 5), "E119", 2.5),
@@ -143,29 +143,6 @@ def test_failed_task_leaves_table_unchanged(
     assert store.version(str(path)) == 0
     assert_df_equality(store.read(str(path)), frame(spark), ignore_row_order=True, ignore_nullable=True)
     assert sorted(p.name for p in path.rglob("*.parquet")) == files_before
-
-
-def test_write_all_commits_each_table_and_raises_the_first_failure(
-    spark: SparkSession, store: DeltaStore, tmp_path: Path
-) -> None:
-    done, good, bad = (str(tmp_path / name) for name in ("done", "good", "bad"))
-    store.write(frame(spark), done, txn=Txn("run", 1))
-    store.write(frame(spark), bad)
-    poisoned = frame(spark).withColumn(
-        "code", F.when(F.col("id") == 3, F.raise_error(F.lit("injected failure"))).otherwise(F.col("code"))
-    )
-    writes = [
-        TableWrite(frame(spark), done, txn=Txn("run", 1)),  # already committed: skipped
-        TableWrite(poisoned, bad),
-        TableWrite(frame(spark, ROWS[:2]), good, txn=Txn("run", 1)),
-    ]
-    with pytest.raises(StorageError, match="bad"):
-        store.write_all(writes)
-    assert (store.version(done), store.version(bad), store.version(good)) == (0, 0, 0)
-    assert_df_equality(store.read(good), frame(spark, ROWS[:2]), ignore_row_order=True, ignore_nullable=True)
-    assert store.read(bad).count() == len(ROWS)
-    assert store.write_all(writes[::2]) == [False, False]  # a re-run adds nothing
-    assert store.read(good).count() == 2
 
 
 def test_file_statistics(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:

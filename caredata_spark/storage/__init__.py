@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from caredata_spark.config import StorageSettings
 from caredata_spark.session import delta_connector_available
-from caredata_spark.storage.base import DeltaStore, SchemaMismatchError, StorageError, TableWrite, Txn
+from caredata_spark.storage.base import DeltaStore, SchemaMismatchError, StorageError, Txn
 from caredata_spark.storage.delta_rs import DeltaRsStore
 from caredata_spark.storage.delta_spark import DeltaSparkStore
 
@@ -21,7 +21,6 @@ __all__ = [
     "DeltaStore",
     "SchemaMismatchError",
     "StorageError",
-    "TableWrite",
     "Txn",
     "open_store",
 ]

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.util import inheritable_thread_target
 from pyspark.sql.types import StructType
 
 from caredata_spark.errors import CaredataError
@@ -36,17 +34,6 @@ class Txn:
 
     app_id: str
     version: int
-
-
-@dataclass(frozen=True)
-class TableWrite:
-    """One table's share of a step that writes several tables (the arguments of `write`)."""
-
-    df: DataFrame
-    path: str
-    txn: Txn | None = None
-    mode: WriteMode = "append"
-    partition_by: Sequence[str] = ()
 
 
 def as_nullable(schema: StructType) -> StructType:
@@ -166,28 +153,6 @@ class DeltaStore(ABC):
         with _call_site(self.spark, f"write {path}"):
             self._write(df, path, mode, list(partition_by), replace, txn)
         return True
-
-    def write_all(self, writes: Sequence[TableWrite]) -> list[bool]:
-        """Write independent tables at once, one Spark job each, and wait for all of them.
-
-        A table whose job has fewer tasks than there are cores (a three-file dataset, a small
-        summary) would leave cores idle while it runs alone; side by side, the scheduler
-        hands them the other tables' tasks. Each table still commits on its own, exactly as
-        `write` does: when one fails, the others finish (committed under their `txn`, so a
-        re-run skips them) and the first failure, in the order given, is raised.
-        """
-        if not writes:
-            return []
-        with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="caredata-write") as pool:
-            futures = [
-                pool.submit(
-                    inheritable_thread_target(
-                        lambda w=w: self.write(w.df, w.path, mode=w.mode, partition_by=w.partition_by, txn=w.txn)
-                    )
-                )
-                for w in writes
-            ]
-        return [future.result() for future in futures]  # all have finished: raises the first failure
 
     @abstractmethod
     def _delete_keys(self, path: str, keys: DataFrame) -> int: ...
