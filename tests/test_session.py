@@ -8,6 +8,7 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from caredata_spark.config import DEFAULT_CONF, load_settings
 from caredata_spark.session import JIT_HUGE_METHODS
 
 MARKER = "9434765919-LS1-4AB-identifier"
@@ -43,3 +44,9 @@ def test_the_jit_compiles_spark_s_huge_generated_methods(spark: SparkSession) ->
 def test_executors_the_session_starts_get_the_same_flag(spark: SparkSession) -> None:
     """Against a spark:// master the per-row work runs in executor JVMs, not this one."""
     assert JIT_HUGE_METHODS in spark.sparkContext.getConf().get("spark.executor.extraJavaOptions", "")
+
+
+def test_the_example_cluster_conf_gives_submitted_executors_the_flag() -> None:
+    """Under spark-submit the session sets no executor options: the YAML must carry the flag."""
+    cluster = load_settings(DEFAULT_CONF.parent / "cluster.yaml")
+    assert JIT_HUGE_METHODS in cluster.spark.conf["spark.executor.extraJavaOptions"].split()
