@@ -97,6 +97,7 @@ def test_missing_key_names_role_path_and_variable(tmp_path: Path) -> None:
         ("not base64!", "is not valid base64"),
         (base64.b64encode(os.urandom(31)).decode(), "decodes to 31 bytes, expected 32"),
     ],
+    ids=["not-base64", "31-bytes"],  # stable names (xdist workers must collect the same), and no key in them
 )
 def test_bad_environment_key_is_refused_without_echoing_it(
     settings: KeySettings, monkeypatch: pytest.MonkeyPatch, value: str, reason: str
