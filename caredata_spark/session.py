@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from caredata_spark.config import SparkSettings
@@ -22,11 +23,26 @@ LOG4J_CONF = Path(__file__).resolve().parent / "log4j2.properties"
 # HotSpot leaves methods over 8,000 bytecodes to the interpreter; Spark's generated code for
 # a projection of many keyed hashes is such a method (20 HMACs a row ran at half speed)
 JIT_HUGE_METHODS = "-XX:-DontCompileHugeMethods"
+EXECUTOR_JAVA_OPTIONS = "spark.executor.extraJavaOptions"
 
 
 def under_spark_submit() -> bool:
     """spark-submit starts the JVM first and hands Python the gateway port."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def with_java_option(options: str, option: str) -> str:
+    """`options` with `option` appended, unless it is already one of them."""
+    return options if option in options.split() else f"{options} {option}".strip()
+
+
+def _submitted(key: str) -> str:
+    """A setting spark-submit gave the JVM it started, read before the SparkContext exists
+    (executors are launched with the options the context starts with); "" when local."""
+    if not under_spark_submit():
+        return ""
+    SparkContext._ensure_initialized()  # attaches to spark-submit's gateway, starts nothing
+    return SparkConf().get(key, "") or ""
 
 
 def build_session(settings: SparkSettings | None = None) -> SparkSession:
@@ -44,8 +60,6 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
             .config("spark.ui.enabled", str(settings.ui_enabled).lower())
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONF} {JIT_HUGE_METHODS}")
-            # a `master` of spark://... starts executors, which do the per-row work
-            .config("spark.executor.extraJavaOptions", JIT_HUGE_METHODS)
         )
     builder = (
         builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
@@ -58,6 +72,10 @@ def build_session(settings: SparkSettings | None = None) -> SparkSession:
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
+    # executors (a spark:// master, a cluster) do the per-row work; the flag joins whatever
+    # Java options the YAML or the submit command gave them, never replacing those
+    executor_options = settings.conf.get(EXECUTOR_JAVA_OPTIONS) or _submitted(EXECUTOR_JAVA_OPTIONS)
+    builder = builder.config(EXECUTOR_JAVA_OPTIONS, with_java_option(executor_options, JIT_HUGE_METHODS))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
     return spark

@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.pipeline import STEPS
+from caredata_spark.session import JIT_HUGE_METHODS
 from caredata_spark.storage import DeltaStore, open_store
 from caredata_spark.tables import DATASETS, IDENTITY_VAULT, LINK_MAP, PIPELINE_RUNS, QUARANTINE, clinical, table_path
 
@@ -35,6 +36,7 @@ SPARK_HOME = Path(pyspark.__file__).resolve().parent
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
 TIMEOUT = 1200  # seconds for the submitted run on a loaded 2-core machine
+SUBMITTED_OPTION = "-Dcaredata.test.submitted=yes"  # an executor Java option of the submitter's own
 
 pytestmark = pytest.mark.skipif(
     not (SPARK_HOME / "bin" / "spark-class").exists() or shutil.which("java") is None,
@@ -112,6 +114,7 @@ def submit(master: str, conf: Path, logs: Path) -> Process:
             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
             "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.ui.enabled=false",
             "--conf", "spark.executor.memory=768m", "--driver-memory", "1g",
+            "--conf", f"spark.executor.extraJavaOptions={SUBMITTED_OPTION}",
             str(REPO / "jobs" / "run.py"), "--conf", str(conf), "--date", RUN_DATE.isoformat(),
         ],
         logs, "spark-submit", {**process_env(), "SPARK_HOME": str(SPARK_HOME)},
@@ -146,6 +149,15 @@ def both(store: DeltaStore, warehouses: tuple[Path, Path], table: str, *columns:
 def test_the_job_ran_on_both_workers(cluster: Cluster, warehouses: tuple[Path, Path]) -> None:
     executors = list(cluster.root.glob("work-*/app-*/*/stderr"))
     assert len({e.parent.parent.parent for e in executors}) == WORKERS
+
+
+def test_executors_keep_the_submitted_java_options_and_get_the_jit_flag(cluster: Cluster, warehouses: tuple[Path, Path]) -> None:
+    """The session adds its flag to the options spark-submit gave, before executors start."""
+    launches = [log.read_text(errors="replace").splitlines()[0] for log in cluster.root.glob("work-*/app-*/*/stderr")]
+    assert launches
+    for command in launches:
+        options = [word.strip('"') for word in command.split()]
+        assert SUBMITTED_OPTION in options and JIT_HUGE_METHODS in options, command[:200]
 
 
 def test_every_step_finished_on_the_cluster(store: DeltaStore, warehouses: tuple[Path, Path]) -> None:

@@ -8,8 +8,7 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from caredata_spark.config import DEFAULT_CONF, load_settings
-from caredata_spark.session import JIT_HUGE_METHODS
+from caredata_spark.session import JIT_HUGE_METHODS, with_java_option
 
 MARKER = "9434765919-LS1-4AB-identifier"
 
@@ -46,7 +45,8 @@ def test_executors_the_session_starts_get_the_same_flag(spark: SparkSession) -> 
     assert JIT_HUGE_METHODS in spark.sparkContext.getConf().get("spark.executor.extraJavaOptions", "")
 
 
-def test_the_example_cluster_conf_gives_submitted_executors_the_flag() -> None:
-    """Under spark-submit the session sets no executor options: the YAML must carry the flag."""
-    cluster = load_settings(DEFAULT_CONF.parent / "cluster.yaml")
-    assert JIT_HUGE_METHODS in cluster.spark.conf["spark.executor.extraJavaOptions"].split()
+def test_the_flag_joins_the_java_options_given_never_replacing_them() -> None:
+    given = "-XX:+UseG1GC -Dsite=leeds"
+    assert with_java_option(given, JIT_HUGE_METHODS) == f"{given} {JIT_HUGE_METHODS}"
+    assert with_java_option(f"{given} {JIT_HUGE_METHODS}", JIT_HUGE_METHODS) == f"{given} {JIT_HUGE_METHODS}"
+    assert with_java_option("", JIT_HUGE_METHODS) == JIT_HUGE_METHODS
