@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 DEMO_DIR ?= demo
 DEMO_PEOPLE ?= 20000
+TEST_WORKERS ?= 2  # pytest-xdist processes, each with its own local Spark session
 
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
@@ -21,7 +22,7 @@ $(STAMP): setup.py
 	touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
 	$(PY) -m caredata_spark.demo --dir $(DEMO_DIR) --people $(DEMO_PEOPLE)

@@ -19,6 +19,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.6",  # make test: two workers, see tests/conftest.py
             "chispa>=0.10",
             "hypothesis>=6.100",
             "duckdb>=1.1",

@@ -1,5 +1,11 @@
-"""One real local Spark session for the whole test run, one store per Delta backend, keys
-generated at test time, and the session's event log for leak checks."""
+"""One real local Spark session per test process, one store per Delta backend, keys
+generated at test time, and the session's event log for leak checks.
+
+`make test` runs two pytest-xdist workers (`--dist loadfile`): each is a process with its
+own session, and a module never spans the two, so module fixtures are built once. The
+suite is mostly waiting on one thread (py4j calls, planning, small jobs), so two workers
+use the two cores that one leaves idle.
+"""
 
 from __future__ import annotations
 

@@ -2,12 +2,14 @@
 one clean local-mode pipeline run per test session, and real `caredata` processes.
 
 Generating the landing zone and running the pipeline are the slow parts, so both are
-cached in the session's base temp folder and shared by every module that needs them.
+cached in the test run's temp folder and shared by every module that needs them; under
+`make test`'s xdist workers, the first to need one builds it while the other waits.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import signal
 import subprocess
@@ -45,16 +47,33 @@ class Inputs:
         return Settings(landing=str(self.landing), warehouse=str(warehouse), keys=self.keys)
 
 
+def shared_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test run's temp folder: under xdist, the one every worker's own folder is in."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+
+
+def built_once(folder: Path, build: Callable[[], None]) -> None:
+    """`build()` into `folder` unless an earlier call completed it; workers take turns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f"{folder.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / COMPLETE).exists():
+            build()
+            (folder / COMPLETE).touch()
+
+
 def synthetic_inputs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Inputs:
-    """Keys and a landing zone of PEOPLE synthetic people, made once per session."""
-    root = tmp_path_factory.getbasetemp() / "ops-inputs"
-    keys = replace(NO_ENV, directory=str(root / "keys"))
-    inputs = Inputs(root / "landing", keys)
-    if not (root / COMPLETE).exists():
+    """Keys and a landing zone of PEOPLE synthetic people, made once per test run."""
+    root = shared_temp(tmp_path_factory) / "ops-inputs"
+    inputs = Inputs(root / "landing", replace(NO_ENV, directory=str(root / "keys")))
+
+    def build() -> None:
         generate_keys(root / "keys")
         synth = load_synth_settings({}, people=PEOPLE, seed=SEED)
         generate(spark, open_store(spark), synth, str(inputs.landing), str(root / "truth"))
-        (root / COMPLETE).touch()
+
+    built_once(root, build)
     return inputs
 
 
@@ -68,10 +87,8 @@ def context(spark: SparkSession, settings: Settings) -> Context:
 def local_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Warehouse of one clean local-mode `caredata run` over the synthetic inputs."""
     inputs = synthetic_inputs(spark, tmp_path_factory)
-    warehouse = tmp_path_factory.getbasetemp() / "ops-local-run" / "warehouse"
-    if not (warehouse.parent / COMPLETE).exists():
-        run_pipeline(context(spark, inputs.settings(warehouse)), RUN_DATE)
-        (warehouse.parent / COMPLETE).touch()
+    warehouse = shared_temp(tmp_path_factory) / "ops-local-run" / "warehouse"
+    built_once(warehouse.parent, lambda: run_pipeline(context(spark, inputs.settings(warehouse)), RUN_DATE))
     return warehouse
 
 
