@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 DEMO_DIR ?= demo
 DEMO_PEOPLE ?= 20000
-TEST_WORKERS ?= 2  # pytest-xdist processes, each with its own local Spark session
+# pytest-xdist processes for `make test`, each with its own local Spark session
+TEST_WORKERS ?= 2
 
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
