@@ -2,9 +2,9 @@
 generated at test time, and the session's event log for leak checks.
 
 `make test` runs two pytest-xdist workers (`--dist loadfile`): each is a process with its
-own session, and a module never spans the two, so module fixtures are built once. The
-suite is mostly waiting on one thread (py4j calls, planning, small jobs), so two workers
-use the two cores that one leaves idle.
+own session, and a module never spans the two, so module fixtures are built once. One
+process leaves a core idle part of the time (py4j calls, planning, small jobs); a second
+fills it, for about a fifth less wall time (README, Development).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Shared inputs of the operations tests (cluster, faults): one synthetic landing zone and
-one clean local-mode pipeline run per test session, and real `caredata` processes.
+one clean local-mode pipeline run per test run, and real `caredata` processes.
 
 Generating the landing zone and running the pipeline are the slow parts, so both are
 cached in the test run's temp folder and shared by every module that needs them; under
