@@ -12,6 +12,7 @@ Scale: objectors are a few percent of the population, but new ones per run are f
 keys whose dissent arrived in this run are purged, and `DeltaStore.delete_keys` rewrites
 only the data files holding them. Each table is then vacuumed with zero retention, because
 the old versions' files still hold the rows: erasure must be physical, not just invisible.
+The Delta log, which vacuum keeps, never names a record key (`storage.UNSTATED_COLUMNS`).
 """
 
 from __future__ import annotations

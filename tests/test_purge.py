@@ -133,6 +133,20 @@ def test_no_data_file_left_on_disk_holds_the_objector(erased) -> None:
         assert OBJECTOR not in values and person not in values, path
 
 
+def log_text(path: Path) -> str:
+    """A Delta log file as text: JSON commits as they are, Parquet checkpoints row by row."""
+    return str(pq.read_table(path).to_pylist()) if path.suffix == ".parquet" else path.read_text()
+
+
+def test_no_delta_log_names_the_objector(erased) -> None:
+    """The log outlives vacuum: an erased key stated as some file's min or max would stay."""
+    _, warehouse, _, _, _ = erased
+    logs = [p for table in PURGED for p in (warehouse / table / "_delta_log").rglob("*") if p.is_file()]
+    assert logs
+    for path in logs:
+        assert OBJECTOR not in log_text(path), path
+
+
 def test_other_patients_rows_are_untouched(spark: SparkSession, erased) -> None:
     store, warehouse, person, before, _ = erased
     for table, rows in before.items():

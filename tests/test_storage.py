@@ -160,6 +160,22 @@ def test_file_statistics(spark: SparkSession, store: DeltaStore, tmp_path: Path)
     assert stats["RXH"]["nullCount"]["event_date"] == 1
 
 
+def test_record_keys_are_never_file_statistics(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    """Erasure deletes a key's rows and files; the log keeps old add actions, so it must
+    never have stated a key as a min or max (see purge). Other columns keep their stats."""
+    path = tmp_path / "t"
+    keyed = frame(spark).withColumn("record_key", F.concat(F.lit("A81001/P"), F.col("id").cast("string")))
+    store.write(keyed.coalesce(1), str(path))
+    store.write(keyed.coalesce(1), str(path), mode="append")
+    configuration = DeltaTable(str(path)).metadata().configuration
+    assert configuration["delta.dataSkippingStatsColumns"] == "id,provider,event_date,code,value"
+    for action in add_actions(path):
+        stats = json.loads(action["stats"])
+        assert stats["minValues"]["id"] == 1 and stats["maxValues"]["provider"] == "RXH"
+        assert all("record_key" not in stats.get(kind, {}) for kind in ("minValues", "maxValues", "nullCount"))
+    assert "A81001/P" not in "".join(p.read_text() for p in (path / "_delta_log").glob("*.json"))
+
+
 def test_readable_by_deltalake_and_duckdb(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
     path = str(tmp_path / "t")
     store.write(frame(spark), path, partition_by=["provider"])

@@ -24,6 +24,18 @@ class SchemaMismatchError(StorageError):
     """Data does not fit the table's schema; the message names the columns."""
 
 
+# Columns whose values name a patient's records (a GP key is practice code + the practice's
+# patient id): never file statistics in the Delta log. The log outlives vacuum (old commits
+# keep their add actions), so an erased key that was some file's min or max would stay there.
+UNSTATED_COLUMNS = frozenset({"record_key"})
+STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+
+
+def stats_columns(schema: StructType) -> str:
+    """The table property naming the columns both engines may keep file statistics for."""
+    return ",".join(name for name in schema.fieldNames() if name not in UNSTATED_COLUMNS)
+
+
 @dataclass(frozen=True)
 class Txn:
     """A Delta application transaction: (app_id, version) is committed at most once.

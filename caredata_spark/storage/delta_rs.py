@@ -33,12 +33,15 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
 from caredata_spark.storage.base import (
+    STATS_COLUMNS_PROPERTY,
+    UNSTATED_COLUMNS,
     DeltaStore,
     StorageError,
     Txn,
     WriteMode,
     as_nullable,
     empty_frame,
+    stats_columns,
     write_failed,
 )
 
@@ -70,15 +73,16 @@ def file_statistics(metadata: pq.FileMetaData) -> dict[str, Any]:
 
     A column gets min/max only when every row group states them and they are exact; a
     column whose null count is unknown in any row group gets no nullCount. Readers then
-    simply cannot skip on that column, which is always correct.
+    simply cannot skip on that column, which is always correct. `UNSTATED_COLUMNS` get
+    nothing, as the table property `stats_columns` sets tells delta-spark.
     """
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
     nulls: dict[str, int] = {}
     names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
     for i, name in enumerate(names):
-        if "." in name:
-            continue  # nested leaf: no top-level statistic
+        if "." in name or name in UNSTATED_COLUMNS:
+            continue  # nested leaf (no top-level statistic) or a column naming records
         column_stats = [metadata.row_group(g).column(i).statistics for g in range(metadata.num_row_groups)]
         if column_stats and all(s is not None and s.has_null_count for s in column_stats):
             nulls[name] = sum(s.null_count for s in column_stats)
@@ -208,6 +212,7 @@ def commit_files(
             actions,
             mode="error",
             partition_by=list(partition_by) or None,
+            configuration={STATS_COLUMNS_PROPERTY: stats_columns(schema)},
             commit_properties=properties,
         )
         return True

@@ -11,7 +11,15 @@ from collections.abc import Mapping, Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructType
 
-from caredata_spark.storage.base import DeltaStore, StorageError, Txn, WriteMode, write_failed
+from caredata_spark.storage.base import (
+    STATS_COLUMNS_PROPERTY,
+    DeltaStore,
+    StorageError,
+    Txn,
+    WriteMode,
+    stats_columns,
+    write_failed,
+)
 
 
 def _sql_literal(value: str) -> str:
@@ -78,6 +86,8 @@ class DeltaSparkStore(DeltaStore):
             writer = writer.option("replaceWhere", replace_where(replace))
         if txn is not None:
             writer = writer.option("txnAppId", txn.app_id).option("txnVersion", txn.version)
+        if not self.exists(path):  # `delta.` options become table properties on creation
+            writer = writer.option(STATS_COLUMNS_PROPERTY, stats_columns(df.schema))
         try:
             writer.save(path)
         except Exception as err:
