@@ -73,8 +73,8 @@ def file_statistics(metadata: pq.FileMetaData) -> dict[str, Any]:
 
     A column gets min/max only when every row group states them and they are exact; a
     column whose null count is unknown in any row group gets no nullCount. Readers then
-    simply cannot skip on that column, which is always correct. `UNSTATED_COLUMNS` get
-    nothing, as the table property `stats_columns` sets tells delta-spark.
+    simply cannot skip on that column, which is always correct. `UNSTATED_COLUMNS` get no
+    statistics at all, as the table property from `stats_columns` tells delta-spark.
     """
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
