@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.types import (
+    DateType,
+    NumericType,
+    StringType,
+    StructType,
+    TimestampNTZType,
+    TimestampType,
+)
 
 from caredata_spark.errors import CaredataError
 
@@ -29,11 +36,21 @@ class SchemaMismatchError(StorageError):
 # keep their add actions), so an erased key that was some file's min or max would stay there.
 UNSTATED_COLUMNS = frozenset({"record_key"})
 STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+# the types delta-spark can skip on; it refuses the property if it names any other column
+SKIPPING_TYPES = (NumericType, DateType, TimestampType, TimestampNTZType, StringType)
 
 
-def stats_columns(schema: StructType) -> str:
-    """The table property naming the columns both engines may keep file statistics for."""
-    return ",".join(name for name in schema.fieldNames() if name not in UNSTATED_COLUMNS)
+def stats_properties(schema: StructType, partition_by: Sequence[str]) -> dict[str, str]:
+    """Table properties at creation: the columns both engines may keep file statistics for
+    (none when no column is eligible: then no column needs leaving out either)."""
+    stated = [
+        field.name
+        for field in schema.fields
+        if isinstance(field.dataType, SKIPPING_TYPES)
+        and field.name not in UNSTATED_COLUMNS
+        and field.name not in partition_by
+    ]
+    return {STATS_COLUMNS_PROPERTY: ",".join(stated)} if stated else {}
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
 from caredata_spark.storage.base import (
-    STATS_COLUMNS_PROPERTY,
     UNSTATED_COLUMNS,
     DeltaStore,
     StorageError,
@@ -41,7 +40,7 @@ from caredata_spark.storage.base import (
     WriteMode,
     as_nullable,
     empty_frame,
-    stats_columns,
+    stats_properties,
     write_failed,
 )
 
@@ -74,7 +73,7 @@ def file_statistics(metadata: pq.FileMetaData) -> dict[str, Any]:
     A column gets min/max only when every row group states them and they are exact; a
     column whose null count is unknown in any row group gets no nullCount. Readers then
     simply cannot skip on that column, which is always correct. `UNSTATED_COLUMNS` get no
-    statistics at all, as the table property from `stats_columns` tells delta-spark.
+    statistics at all, as the table property from `stats_properties` tells delta-spark.
     """
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
@@ -212,7 +211,7 @@ def commit_files(
             actions,
             mode="error",
             partition_by=list(partition_by) or None,
-            configuration={STATS_COLUMNS_PROPERTY: stats_columns(schema)},
+            configuration=stats_properties(schema, partition_by),
             commit_properties=properties,
         )
         return True

@@ -12,12 +12,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import StructType
 
 from caredata_spark.storage.base import (
-    STATS_COLUMNS_PROPERTY,
     DeltaStore,
     StorageError,
     Txn,
     WriteMode,
-    stats_columns,
+    stats_properties,
     write_failed,
 )
 
@@ -87,7 +86,7 @@ class DeltaSparkStore(DeltaStore):
         if txn is not None:
             writer = writer.option("txnAppId", txn.app_id).option("txnVersion", txn.version)
         if not self.exists(path):  # `delta.` options become table properties on creation
-            writer = writer.option(STATS_COLUMNS_PROPERTY, stats_columns(df.schema))
+            writer = writer.options(**stats_properties(df.schema, partition_by))
         try:
             writer.save(path)
         except Exception as err:
