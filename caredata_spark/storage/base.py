@@ -145,7 +145,9 @@ class DeltaStore(ABC):
         partition_by: Sequence[str],
         replace: Mapping[str, Sequence[str]] | None,
         txn: Txn | None,
-    ) -> None: ...
+        properties: Mapping[str, str],
+    ) -> None:
+        """Commit `df`; `properties` are the table properties to set if this creates the table."""
 
     def write(
         self,
@@ -175,12 +177,15 @@ class DeltaStore(ABC):
             done = self.txn_version(path, txn.app_id)
             if done is not None and done >= txn.version:
                 return False
+        properties: dict[str, str] = {}
         if self.exists(path):
             existing = self.schema(path)
             check_schema(path, existing, df.schema)
             df = df.select(*existing.fieldNames())
+        else:
+            properties = stats_properties(df.schema, partition_by)
         with _call_site(self.spark, f"write {path}"):
-            self._write(df, path, mode, list(partition_by), replace, txn)
+            self._write(df, path, mode, list(partition_by), replace, txn, properties)
         return True
 
     @abstractmethod

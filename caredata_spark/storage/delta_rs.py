@@ -40,7 +40,6 @@ from caredata_spark.storage.base import (
     WriteMode,
     as_nullable,
     empty_frame,
-    stats_properties,
     write_failed,
 )
 
@@ -184,8 +183,10 @@ def commit_files(
     partition_by: Sequence[str],
     replace: Mapping[str, Sequence[str]] | None,
     txn: Txn | None,
+    table_properties: Mapping[str, str],
 ) -> bool:
-    """Commit add actions in one Delta transaction; False if `txn` was committed meanwhile."""
+    """Commit add actions in one Delta transaction; False if `txn` was committed meanwhile.
+    `table_properties` become the table's properties if this commit creates it."""
     from deltalake import CommitProperties, DeltaTable, Schema
     from deltalake.transaction import AddAction, Transaction, create_table_with_add_actions
 
@@ -211,7 +212,7 @@ def commit_files(
             actions,
             mode="error",
             partition_by=list(partition_by) or None,
-            configuration=stats_properties(schema, partition_by),
+            configuration=dict(table_properties),
             commit_properties=properties,
         )
         return True
@@ -279,9 +280,10 @@ class DeltaRsStore(DeltaStore):
         partition_by: Sequence[str],
         replace: Mapping[str, Sequence[str]] | None,
         txn: Txn | None,
+        properties: Mapping[str, str],
     ) -> None:
         def commit(adds: list[dict[str, Any]]) -> bool:
-            return commit_files(path, as_nullable(df.schema), adds, mode, partition_by, replace, txn)
+            return commit_files(path, as_nullable(df.schema), adds, mode, partition_by, replace, txn, properties)
 
         self._staged(df, path, partition_by, commit)
 

@@ -16,7 +16,6 @@ from caredata_spark.storage.base import (
     StorageError,
     Txn,
     WriteMode,
-    stats_properties,
     write_failed,
 )
 
@@ -77,6 +76,7 @@ class DeltaSparkStore(DeltaStore):
         partition_by: Sequence[str],
         replace: Mapping[str, Sequence[str]] | None,
         txn: Txn | None,
+        properties: Mapping[str, str],
     ) -> None:
         writer = df.write.format("delta").mode(mode)
         if partition_by:
@@ -85,8 +85,8 @@ class DeltaSparkStore(DeltaStore):
             writer = writer.option("replaceWhere", replace_where(replace))
         if txn is not None:
             writer = writer.option("txnAppId", txn.app_id).option("txnVersion", txn.version)
-        if not self.exists(path):  # `delta.` options become table properties on creation
-            writer = writer.options(**stats_properties(df.schema, partition_by))
+        if properties:  # `delta.` writer options become table properties on creation
+            writer = writer.options(**properties)
         try:
             writer.save(path)
         except Exception as err:
