@@ -51,6 +51,7 @@ from caredata_spark.errors import UsageError
 from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.publication_site import SiteTable, write_site
 from caredata_spark.publication_tables import Filter, Publication, Sources, load_publication
+from caredata_spark.publications import next_number, record_publication
 from caredata_spark.storage import DeltaStore
 from caredata_spark.suppression import protect_table
 from caredata_spark.tables import HES_DATASETS, LINK_MAP, SUBMISSIONS, clinical, green, table_path
@@ -461,11 +462,14 @@ class PublishResult:
     published: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> summary
     refused: dict[str, str] = field(default_factory=dict)  # name -> the audit's reason
     seconds: dict[str, float] = field(default_factory=dict)  # name -> time to publish it
+    number: int = 0  # in the publications ledger
+    versions: dict[str, int] = field(default_factory=dict)  # name -> its green table's version
 
     def manifest(self) -> str:
         """What the site folder holds: the reference date, each table's suppression counts."""
         return json.dumps(
             {
+                "publication": self.number,
                 "reference_date": str(self.reference_date),
                 "tables": self.published,
                 "not_published": sorted(self.refused),
@@ -476,6 +480,7 @@ class PublishResult:
     def figures(self) -> dict[str, Any]:
         cells = sum(s["cells"] for s in self.published.values())
         return {
+            "publication": self.number,
             "reference_date": str(self.reference_date),
             "out": str(self.out),
             "tables": len(self.published),
@@ -519,12 +524,14 @@ def publish(
 
     Each table is protected and audited by the engine, written to `green/<table>`
     (overwritten) and read back, so the CSV and the site show exactly the Delta table. A
-    refused table keeps its previous green version and is absent from the new site.
+    refused table keeps its previous green version and is absent from the new site. The
+    versions written become one set in the publications ledger, committed after all of them
+    and before the site is swapped in.
     """
     publication = publication or load_publication()
     wh = Warehouse(store, warehouse)
     reference = reference or latest_activity(wh)
-    result = PublishResult(reference, Path(out))
+    result = PublishResult(reference, Path(out), number=next_number(store, warehouse))
     sources = build_sources(publication, wh, reference)
     site: list[SiteTable] = []
     try:
@@ -542,7 +549,8 @@ def publish(
                         continue
                     path = table_path(warehouse, green(name))
                     store.write(table.public, path, mode="overwrite")
-                    public = public_frame(store.read(path))
+                    result.versions[name] = store.version(path)  # type: ignore[assignment]
+                    public = public_frame(store.read(path, version=result.versions[name]))
                     metrics.update(table.summary)
                 result.published[name] = table.summary
                 result.seconds[name] = round(time.perf_counter() - started, 3)
@@ -550,6 +558,11 @@ def publish(
             withheld = [publication.tables[name] for name in result.refused]
             write_site(site, publication.disclosure, staging, withheld)
             (staging / MANIFEST).write_text(result.manifest(), encoding="utf-8")
+            # last, so a publication that fails part-way never becomes the latest set
+            record_publication(
+                store, warehouse, result.number, reference, result.versions, result.published,
+                result.refused,
+            )
     finally:
         for frame in sources.values():
             frame.unpersist()

@@ -25,6 +25,7 @@ LINKAGE_REPORT = "linkage/report"
 LINKAGE_RUNS = "linkage/runs"  # ledger: the submissions each linkage run consumed
 AUDIT = "release/audit"  # append-only: every release, refusal and subject access
 RELEASE_RISK = "release/risk"  # re-identification risk report of each release
+PUBLICATIONS = "publish/publications"  # ledger: the green table versions each publication made
 
 
 def clinical(dataset: str) -> str:

@@ -8,6 +8,7 @@ publication runs once over it and the tests read what it left behind.
 from __future__ import annotations
 
 import dataclasses
+import json
 import datetime as dt
 import random
 import xml.etree.ElementTree as ET
@@ -32,6 +33,8 @@ from caredata_spark.publication_tables import (
     TableDefinition,
     load_publication,
 )
+from caredata_spark.errors import UsageError
+from caredata_spark.publications import latest_publication
 from caredata_spark.publish import (
     MANIFEST,
     SOURCES,
@@ -43,7 +46,7 @@ from caredata_spark.publish import (
 )
 from caredata_spark.storage import DeltaStore, open_store
 from caredata_spark.submissions import LEDGER
-from caredata_spark.tables import LINK_MAP, SUBMISSIONS, clinical, green, table_path
+from caredata_spark.tables import LINK_MAP, PUBLICATIONS, SUBMISSIONS, clinical, green, table_path
 
 REFERENCE = dt.date(2025, 3, 31)
 DIABETES, HYPERTENSION = "44054006", "59621000"
@@ -444,7 +447,35 @@ def test_the_manifest_names_the_reference_date(published: Published) -> None:
     assert "Not published" not in (published.out / "index.html").read_text(encoding="utf-8")
 
 
+def latest_versions(store: DeltaStore, root: Path) -> dict[str, int]:
+    ledger = store.read(table_path(str(root), PUBLICATIONS))
+    last = ledger.agg(F.max("publication")).first()[0]
+    rows = ledger.filter((F.col("publication") == last) & (F.col("status") == "published")).collect()
+    return {r["table"]: r["version"] for r in rows}
+
+
+def test_the_ledger_names_the_set_the_site_shows(published: Published, built: Built) -> None:
+    """Runs before the tests below publish again into the same warehouse."""
+    manifest = json.loads((published.out / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["publication"] == published.result.number == 1
+    root = str(built.root)
+    assert latest_versions(published.store, built.root) == {
+        name: published.store.version(table_path(root, green(name))) for name in published.result.published
+    }
+    tables = latest_publication(published.store, root)
+    assert set(tables) == set(published.result.published)
+    for name, frame in tables.items():
+        assert_df_equality(frame, green_table(published, built, name), ignore_row_order=True)
+
+
 # --- refusal -----------------------------------------------------------------------------
+
+
+def ae_table(*dimensions: str) -> TableDefinition:
+    return TableDefinition(
+        title=f"A&E by {dimensions[0]}", source="hes_ae", measure=Measure(count="records"),
+        dimensions=[Dimension(d) for d in dimensions],
+    )
 
 
 def test_a_table_failing_its_audit_is_not_published_and_the_rest_are(
@@ -453,12 +484,8 @@ def test_a_table_failing_its_audit_is_not_published_and_the_rest_are(
     """Without secondary suppression and with a wide protection rule, RCC's small count
     (about 10 attendances, some months 1-7) cannot be protected; months alone can."""
     pub = load_publication()
-    by = lambda dims: TableDefinition(  # noqa: E731
-        title=f"A&E by {dims[0]}", source="hes_ae", measure=Measure(count="records"),
-        dimensions=[Dimension(d) for d in dims],
-    )
     strict = Publication(
-        tables={"ae_by_provider_month": by(["provider", "month"]), "ae_by_month": by(["month"])},
+        tables={"ae_by_provider_month": ae_table("provider", "month"), "ae_by_month": ae_table("month")},
         disclosure=dataclasses.replace(
             pub.disclosure, secondary=False, protection=ProtectionRule(min_width=20)
         ),
@@ -468,12 +495,32 @@ def test_a_table_failing_its_audit_is_not_published_and_the_rest_are(
     result = publish(spark, store, str(built.root), tmp_path / "site", REFERENCE, strict)
     assert set(result.refused) == {"ae_by_provider_month"}
     assert set(result.published) == {"ae_by_month"}
+    assert list(latest_publication(store, str(built.root))) == ["ae_by_month"]  # the set the site shows
     assert (tmp_path / "site" / "ae_by_month.html").is_file()
     assert not (tmp_path / "site" / "ae_by_provider_month.html").exists()
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     assert "Not published this time" in index and "<li>A&amp;E by provider</li>" in index
     with pytest.raises(DisclosureRisk, match="ae_by_provider_month is not publishable: provider="):
         require_all_published(result)
+
+
+def test_a_publication_failing_part_way_leaves_the_last_set_the_latest(
+    spark: SparkSession, built: Built, tmp_path: Path
+) -> None:
+    """The first table is written, the second fails: readers of the ledger still get the
+    last complete publication, whose version of the first table differs from the new one."""
+    pub = load_publication()
+    publication = lambda **tables: Publication(tables, pub.disclosure, pub.sources)  # noqa: E731
+    store, root = open_store(spark), str(built.root)
+    publish(spark, store, root, tmp_path / "first", REFERENCE, publication(ae_by_month=ae_table("month")))
+    before = latest_versions(store, built.root)
+    broken = publication(ae_by_month=ae_table("month"), ae_broken=ae_table("no_such_column"))
+    with pytest.raises(UsageError, match="no_such_column"):
+        publish(spark, store, root, tmp_path / "site", REFERENCE, broken)
+    assert latest_versions(store, built.root) == before
+    assert store.version(table_path(root, green("ae_by_month"))) > before["ae_by_month"]
+    assert not (tmp_path / "site").exists()
+    assert list(latest_publication(store, root)) == ["ae_by_month"]
 
 
 def test_default_output_is_beside_the_warehouse() -> None:
