@@ -8,25 +8,36 @@ the person index rows only that key contributed. Objection events stay: they hol
 identifier and keep the objection enforced. A later withdrawal brings nothing back; the
 practice sends the record again.
 
-Scale: objectors are a few percent of the population, but new ones per run are few. Only
-keys whose dissent arrived in this run are purged, and `DeltaStore.delete_keys` rewrites
+Scale: objectors are a few percent of the population, but new ones per run are few. Ingest
+purges only keys whose dissent arrived in that run, and `DeltaStore.delete_keys` rewrites
 only the data files holding them. Each table is then vacuumed with zero retention, because
 the old versions' files still hold the rows: erasure must be physical, not just invisible.
 The Delta log, which vacuum keeps, never names a record key (`storage.UNSTATED_COLUMNS`).
+
+`caredata purge` sweeps every standing objector instead: for warehouses whose dissents
+were stored before ingest erased earlier rows, or tables restored from a backup. With all
+objectors as keys it rewrites most GP data files at national scale: an operator's action,
+not a scheduled step.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from caredata_spark.cli import Command, Context
 from caredata_spark.linkage.persons import ORIGIN_GP
 from caredata_spark.linkage.records import GP, with_signature
+from caredata_spark.objections import EVENTS_COLUMNS, type1_objectors
+from caredata_spark.observability import get_logger, stage
 from caredata_spark.storage import DeltaStore
-from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, PERSONS, QUARANTINE, clinical, table_path
+from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, PERSONS, QUARANTINE, clinical, table_path
+
+LOG = get_logger("purge")
 
 GP_DATASETS = ("gp_patients", "gp_events")
 GP_PATIENTS = clinical("gp_patients")
@@ -123,3 +134,35 @@ def purge_type1(store: DeltaStore, warehouse: str, keys: DataFrame) -> dict[str,
         return purged
     finally:
         keys.unpersist()
+
+
+def standing_objectors(store: DeltaStore, warehouse: str) -> DataFrame:
+    """Record keys whose type 1 dissent is in force, from every run's objection events."""
+    path = table_path(warehouse, OBJECTIONS)
+    if not store.exists(path):
+        return store.spark.createDataFrame([], "record_key string")
+    return type1_objectors(store.read(path).select(*EVENTS_COLUMNS))
+
+
+def sweep(store: DeltaStore, warehouse: str) -> dict[str, int]:
+    """Erase every stored GP row of every standing type 1 objector; rows erased per table."""
+    with stage(LOG, "purge.sweep", warehouse=warehouse) as metrics:
+        purged = purge_type1(store, warehouse, standing_objectors(store, warehouse))
+        metrics.update(purged_rows=purged)  # counts per table only
+    return purged
+
+
+def _run(context: Context, args: argparse.Namespace) -> None:
+    del args
+    purged = sweep(context.store, context.require("warehouse"))
+    print(f"purge: {sum(purged.values())} stored GP row(s) of standing type 1 objectors erased")
+    for table, rows in purged.items():
+        print(f"  {rows:>10}  {table}")
+
+
+COMMAND = Command(
+    name="purge",
+    help="erase every stored GP row of every patient whose type 1 objection is in force (a sweep)",
+    add_arguments=lambda parser: None,
+    run=_run,
+)

@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 
 from caredata_spark.linkage.job import link
 from caredata_spark.linkage.settings import LinkageSettings
-from caredata_spark.purge import purge_type1
+from caredata_spark.cli import main
+from caredata_spark.purge import purge_type1, sweep
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import (
     IDENTITY_VAULT,
@@ -170,3 +171,21 @@ def test_a_rerun_changes_nothing(spark: SparkSession, keys, erased) -> None:  # 
         assert_df_equality(
             store.read(table_path(wh, table)), rows[table], ignore_row_order=True, ignore_nullable=True
         )
+
+
+def test_a_sweep_erases_a_standing_objectors_rows_that_came_back(
+    spark: SparkSession, erased, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows of a standing objector restored after the erasure (from a backup, say, or
+    stored before ingest erased earlier rows) go at `caredata purge`, and only they."""
+    store, warehouse, person, before, _ = erased
+    wh, events = str(warehouse), clinical("gp_events")
+    store.write(before[events].filter(F.col("record_key") == OBJECTOR), table_path(wh, events))
+    assert store.read(table_path(wh, events)).filter(F.col("record_key") == OBJECTOR).count() == 2
+    assert main(["--warehouse", wh, "purge"]) == 0
+    assert "2 stored GP row(s) of standing type 1 objectors erased" in capsys.readouterr().out
+    assert store.read(table_path(wh, events)).filter(F.col("record_key") == OBJECTOR).count() == 0
+    assert_df_equality(
+        store.read(table_path(wh, events)), others(before[events], person), ignore_row_order=True, ignore_nullable=True
+    )
+    assert set(sweep(store, wh).values()) == {0}
