@@ -55,7 +55,7 @@ from caredata_spark.tables import (
     clinical,
     table_path,
 )
-from caredata_spark.validation import flag_duplicate_keys, validate
+from caredata_spark.validation import flag_duplicate_keys, flag_foreign_provider, validate
 
 LOG = get_logger("ingest")
 LINKED_DATASETS = ("gp_patients", "hes_apc", "hes_op", "hes_ae")
@@ -391,6 +391,7 @@ def ingest(
         validated = {
             name: rows.transform(validate(DATASETS[name]))
             .transform(flag_duplicate_keys(DATASETS[name]))
+            .transform(flag_foreign_provider(DATASETS[name], files_df))
             .transform(line_if_rejected())
             .persist(StorageLevel.MEMORY_AND_DISK)
             for name, rows in parsed.items()

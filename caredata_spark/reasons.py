@@ -54,6 +54,7 @@ DATE_BAD = "DATE_BAD"
 DATES_OUT_OF_ORDER = "DATES_OUT_OF_ORDER"
 VALUE_NOT_NUMERIC = "VALUE_NOT_NUMERIC"
 DUPLICATE_KEY = "DUPLICATE_KEY"
+PROVIDER_NOT_SUBMITTER = "PROVIDER_NOT_SUBMITTER"
 TYPE1_OBJECTION = "TYPE1_OBJECTION"
 
 MEANINGS: Mapping[str, str] = {
@@ -82,6 +83,7 @@ MEANINGS: Mapping[str, str] = {
     DATES_OUT_OF_ORDER: "episode dates are out of order (e.g. admission after discharge)",
     VALUE_NOT_NUMERIC: "an event value is present but not a number",
     DUPLICATE_KEY: "the record key repeats an earlier line of the same submission",
+    PROVIDER_NOT_SUBMITTER: "the row's practice or provider code is not its file's submitter (nor, in HES, one of its sites)",
     TYPE1_OBJECTION: "patient has a type 1 objection in force: dropped at the door, only counted",
 }
 

@@ -162,6 +162,12 @@ def validate(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
     return lambda parsed: parsed.transform(_typed(dataset)).transform(_judged(dataset))
 
 
+def quarantined_if(condition: Column, code: str) -> Column:
+    """`quarantine_reasons` with `code` added where `condition` holds."""
+    reasons_now = F.col("quarantine_reasons")
+    return F.when(condition, F.array_append(reasons_now, F.lit(code))).otherwise(reasons_now)
+
+
 def flag_duplicate_keys(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
     """Quarantine repeats of a record key within one submission (the first line is kept).
 
@@ -175,11 +181,39 @@ def flag_duplicate_keys(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
 
     def transform(df: DataFrame) -> DataFrame:
         repeat = F.col("record_key").isNotNull() & (F.row_number().over(order) > 1)
-        return df.withColumn(
-            "quarantine_reasons",
-            F.when(repeat, F.array_append("quarantine_reasons", F.lit(reasons.DUPLICATE_KEY))).otherwise(
-                F.col("quarantine_reasons")
-            ),
+        return df.withColumn("quarantine_reasons", quarantined_if(repeat, reasons.DUPLICATE_KEY))
+
+    return transform
+
+
+def provider_of_submitter(provider: Column, submitter: Column, source: str) -> Column:
+    """Whether a row's practice or provider code is its file's submitter: the same code, or
+    in HES a five-character site code of the submitting trust (RTH01 of RTH)."""
+    provider, submitter = F.upper(provider), F.upper(submitter)
+    same = provider == submitter
+    if source == "gp":
+        return same
+    site = (F.length(provider) == 5) & (F.length(submitter) == 3) & provider.startswith(submitter)
+    return same | site
+
+
+def flag_foreign_provider(dataset: Dataset, files: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Quarantine a row whose practice or provider code is present but not its file's submitter.
+
+    A GP record key starts with the practice code, so a row another practice's file carries
+    would write into that practice's keys, and a type 1 objection in it would erase that
+    practice's patient. `files` (submission_id, submitter) has one row per file: broadcast.
+    """
+
+    def transform(rows: DataFrame) -> DataFrame:
+        submitters = F.broadcast(files.select("submission_id", F.col("submitter").alias("_submitter")))
+        provider = F.col("provider")
+        foreign = provider.isNotNull() & ~provider_of_submitter(provider, F.col("_submitter"), dataset.source)
+        code = f"{reasons.PROVIDER_NOT_SUBMITTER}:{dataset.provider}"
+        return (
+            rows.join(submitters, on="submission_id", how="left")
+            .withColumn("quarantine_reasons", quarantined_if(F.coalesce(foreign, F.lit(False)), code))
+            .select(*rows.columns)
         )
 
     return transform

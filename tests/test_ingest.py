@@ -38,6 +38,7 @@ DIRTY_AE = [
     f"AE5,RTH,{VALID_NHS},1980-05-04,1,LS1 4AB",  # missing fields
     "AE6,RTH,1111111111,1980-05-04,2,LS1 4AB,2024-02-30,01,I10",  # impossible date
     ",RTH,9434765919,1980-05-04,2,LS1 4AB,2024-02-01,01,I10",  # no key
+    f"AE8,RXX,{VALID_NHS},1980-05-04,1,LS1 4AB,2024-02-01,01,I10",  # another trust's row
     "",  # blank line
     f'AE7,RTH,{VALID_NHS},1980-05-04,1,"LS1 4AB,2024-02-01,01,I1',  # truncated last line
 ]
@@ -52,7 +53,7 @@ def test_every_row_is_accounted_for(spark, delta_rs, keys, tmp_path) -> None:
     result = run(spark, delta_rs, keys, landing, warehouse)
 
     (counts,) = result.counts.values()
-    assert counts == {"read": 10, "accepted": 3, "quarantined": 7, "dropped": 0}
+    assert counts == {"read": 11, "accepted": 3, "quarantined": 8, "dropped": 0}
     quarantine = delta_rs.read(table_path(str(warehouse), QUARANTINE))
     by_line = {r["line_number"]: r["reason"] for r in quarantine.collect()}
     assert 2 not in by_line and 3 not in by_line and 4 not in by_line  # repairable: kept
@@ -60,7 +61,8 @@ def test_every_row_is_accounted_for(spark, delta_rs, keys, tmp_path) -> None:
     assert by_line[6] == "MALFORMED_ROW" and by_line[7] == "MALFORMED_ROW"
     assert by_line[8] == "DATE_BAD:ARRIVALDATE"
     assert by_line[9] == "REQUIRED_MISSING:AEKEY"
-    assert by_line[10] == "MALFORMED_ROW" and by_line[11] == "MALFORMED_ROW"
+    assert by_line[10] == "PROVIDER_NOT_SUBMITTER:PROCODE"
+    assert by_line[11] == "MALFORMED_ROW" and by_line[12] == "MALFORMED_ROW"
     assert {r["file"] for r in quarantine.collect()} == {str(path)}
     accepted = delta_rs.read(table_path(str(warehouse), clinical("hes_ae")))
     assert sorted(r["record_key"] for r in accepted.collect()) == ["AE1", "AE2", "AE3"]
@@ -72,7 +74,7 @@ def test_every_row_is_accounted_for(spark, delta_rs, keys, tmp_path) -> None:
     assert "DOB_BAD_DATE" in ae3["dq_flags"] and "SEX_BAD_CODE" in ae3["dq_flags"]
     assert ae3["h_dob"] is None and ae3["h_nhs"] is None
     ledger = delta_rs.read(table_path(str(warehouse), SUBMISSIONS)).first()
-    assert (ledger["rows_read"], ledger["rows_accepted"], ledger["rows_quarantined"]) == (10, 3, 7)
+    assert (ledger["rows_read"], ledger["rows_accepted"], ledger["rows_quarantined"]) == (11, 3, 8)
 
 
 def test_no_clear_identifier_anywhere_in_the_warehouse(spark, delta_rs, keys, tmp_path) -> None:

@@ -7,7 +7,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.contract import DATASETS
-from caredata_spark.validation import validate
+from caredata_spark.validation import flag_foreign_provider, validate
 
 GP_PATIENTS = DATASETS["gp_patients"]
 
@@ -46,3 +46,41 @@ def test_nhs_digits_strip_the_same_whitespace_as_the_rules(spark: SparkSession) 
     )
     assert_df_equality(out, expected, ignore_nullable=True, ignore_row_order=True)
     assert out.filter(F.length("nhs_digits") != 10).count() == 0
+
+
+def test_a_row_of_another_practice_or_provider_is_quarantined(spark: SparkSession) -> None:
+    """A practice's file may hold only its own rows; a trust's, its own or its sites' (RTH01)."""
+    files = spark.createDataFrame(
+        [("gp1", "gp_events", "A81001", "p"), ("apc1", "hes_apc", "RTH", "p")],
+        "submission_id string, dataset string, submitter string, path string",
+    )
+    schema = "submission_id string, line_number long, provider string, quarantine_reasons array<string>"
+    gp = spark.createDataFrame(
+        [("gp1", 2, "A81001", []), ("gp1", 3, "B82002", []), ("gp1", 4, "a81001", []),
+         ("gp1", 5, None, ["REQUIRED_MISSING:PRACTICE_CODE"]), ("gp1", 6, "A81001X", [])],
+        schema,
+    )
+    hes = spark.createDataFrame(
+        [("apc1", 2, "RTH", []), ("apc1", 3, "RTH01", []), ("apc1", 4, "RXX", []), ("apc1", 5, "RTH0", []),
+         ("apc1", 6, "RXX01", ["DATE_BAD:ADMIDATE"])],
+        schema,
+    )
+    foreign_gp, foreign_apc = "PROVIDER_NOT_SUBMITTER:PRACTICE_CODE", "PROVIDER_NOT_SUBMITTER:PROCODE"
+    assert_df_equality(
+        gp.transform(flag_foreign_provider(DATASETS["gp_events"], files)),
+        spark.createDataFrame(
+            [("gp1", 2, "A81001", []), ("gp1", 3, "B82002", [foreign_gp]), ("gp1", 4, "a81001", []),
+             ("gp1", 5, None, ["REQUIRED_MISSING:PRACTICE_CODE"]), ("gp1", 6, "A81001X", [foreign_gp])],
+            schema,
+        ),
+        ignore_row_order=True,
+    )
+    assert_df_equality(
+        hes.transform(flag_foreign_provider(DATASETS["hes_apc"], files)),
+        spark.createDataFrame(
+            [("apc1", 2, "RTH", []), ("apc1", 3, "RTH01", []), ("apc1", 4, "RXX", [foreign_apc]),
+             ("apc1", 5, "RTH0", [foreign_apc]), ("apc1", 6, "RXX01", ["DATE_BAD:ADMIDATE", foreign_apc])],
+            schema,
+        ),
+        ignore_row_order=True,
+    )
