@@ -41,6 +41,7 @@ SUBMIT = [
     SPARK_SUBMIT,
     "--master", MASTER,
     "--packages", DELTA,
+    "--driver-java-options", "-XX:-DontCompileHugeMethods",  # the JIT flag, for a local[*] master
     "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
     "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
     "--archives", f"{REPO}/dist/env.tar.gz#env",

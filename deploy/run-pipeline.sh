@@ -24,6 +24,7 @@ submit() {
   spark-submit \
     --master "$MASTER" \
     --packages "$DELTA" \
+    --driver-java-options -XX:-DontCompileHugeMethods \
     --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
     --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
     --archives "$REPO/dist/env.tar.gz#env" \
