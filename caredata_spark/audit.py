@@ -10,7 +10,7 @@ the linkage hash of the NHS number (hex), which only the safe haven can recomput
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 
 from pyspark.sql import SparkSession
 from pyspark.sql.types import (
@@ -25,7 +25,7 @@ from pyspark.sql.types import (
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import AUDIT, table_path
 
-RELEASE, SUBJECT_ACCESS = "release", "subject_access"
+RELEASE, SUBJECT_ACCESS, PUBLICATION = "release", "subject_access", "publication"
 STARTED, DONE, REFUSED, FAILED = "started", "done", "refused", "failed"
 
 SCHEMA = StructType(
@@ -68,6 +68,11 @@ class AuditEntry:
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # session time zone is UTC
+
+
+def stamped(entry: AuditEntry, **changes: object) -> AuditEntry:
+    """The entry with `changes`, stamped now: the next row of the same request."""
+    return replace(entry, at=now(), **changes)  # type: ignore[arg-type]
 
 
 def record(spark: SparkSession, store: DeltaStore, warehouse: str, entry: AuditEntry) -> None:

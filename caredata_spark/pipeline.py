@@ -67,7 +67,7 @@ def _publish(context: Context, run_date: dt.date) -> dict[str, Any]:
     from caredata_spark.publish import default_out, publish, require_all_published
 
     warehouse = context.require("warehouse")
-    result = publish(context.spark, context.store, warehouse, default_out(warehouse))
+    result = publish(context.spark, context.store, warehouse, default_out(warehouse), requester="caredata run")
     require_all_published(result)
     return result.figures()
 

@@ -43,11 +43,12 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from caredata_spark import audit
 from caredata_spark.aggregates import GROUPING_ID, filter_condition, require_columns
 from caredata_spark.cli import Command, Context
 from caredata_spark.clinical_codes import Icd10Chapter, icd10_chapter, load_icd10_chapters
 from caredata_spark.disclosure_audit import DisclosureRisk
-from caredata_spark.errors import UsageError
+from caredata_spark.errors import CaredataError, UsageError
 from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.publication_site import SiteTable, write_site
 from caredata_spark.publication_tables import Filter, Publication, Sources, load_publication
@@ -519,23 +520,50 @@ def publish(
     out: str | Path,
     reference: dt.date | None = None,
     publication: Publication | None = None,
+    requester: str = "caredata publish",
 ) -> PublishResult:
-    """Publish every table of `publication` (default conf/publication.yaml).
+    """Publish every table of `publication` (default conf/publication.yaml), audited.
 
     Each table is protected and audited by the engine, written to `green/<table>`
     (overwritten) and read back, so the CSV and the site show exactly the Delta table. A
     refused table keeps its previous green version and is absent from the new site. The
     versions written become one set in the publications ledger, committed after all of them
-    and before the site is swapped in.
+    and before the site is swapped in. Like every release, the publication is recorded in
+    `release/audit`: started, then done (cells published, tables withheld) or failed.
     """
     publication = publication or load_publication()
     wh = Warehouse(store, warehouse)
     reference = reference or latest_activity(wh)
     result = PublishResult(reference, Path(out), number=next_number(store, warehouse))
+    entry = audit.AuditEntry(
+        at=audit.now(), action=audit.PUBLICATION, outcome=audit.STARTED, requester=requester, flow="green",
+        fields=sorted(publication.tables), release_id=f"publication-{result.number}",
+    )
+    audit.record(spark, store, warehouse, entry)
+    try:
+        _publish_tables(store, warehouse, publication, wh, result)
+    except BaseException as err:
+        reason = str(err) if isinstance(err, CaredataError) else type(err).__name__  # Spark text may quote data
+        audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.FAILED, reason=reason))
+        raise
+    withheld = "; ".join(result.refused[name] for name in sorted(result.refused))
+    done = audit.stamped(
+        entry, outcome=audit.DONE, fields=sorted(result.published), rows=result.figures()["cells"], reason=withheld or None
+    )
+    audit.record(spark, store, warehouse, done)
+    log_event(LOG, "publish.done", **result.figures())
+    return result
+
+
+def _publish_tables(
+    store: DeltaStore, warehouse: str, publication: Publication, wh: Warehouse, result: PublishResult
+) -> None:
+    """Every table through the engine into Delta and the staged site, then the ledger."""
+    reference = result.reference_date
     sources = build_sources(publication, wh, reference)
     site: list[SiteTable] = []
     try:
-        with replaced_folder(Path(out)) as staging:
+        with replaced_folder(result.out) as staging:
             for name, definition in publication.tables.items():
                 started = time.perf_counter()
                 with stage(LOG, "publish.table", table=name) as metrics:
@@ -566,8 +594,6 @@ def publish(
     finally:
         for frame in sources.values():
             frame.unpersist()
-    log_event(LOG, "publish.done", **result.figures())
-    return result
 
 
 def require_all_published(result: PublishResult) -> None:
@@ -587,6 +613,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--date",
         help="reference date YYYY-MM-DD (default the latest activity date in the warehouse)",
     )
+    parser.add_argument(
+        "--requester", default="caredata publish", help="who publishes (audited; default: caredata publish)"
+    )
 
 
 def _run(context: Context, args: argparse.Namespace) -> None:
@@ -596,7 +625,8 @@ def _run(context: Context, args: argparse.Namespace) -> None:
         raise UsageError(f"--date: expected YYYY-MM-DD, got {args.date!r}") from None
     warehouse = context.require("warehouse")
     result = publish(
-        context.spark, context.store, warehouse, args.out or default_out(warehouse), reference
+        context.spark, context.store, warehouse, args.out or default_out(warehouse), reference,
+        requester=args.requester,
     )
     print(json.dumps(result.figures(), indent=2))
     require_all_published(result)

@@ -33,7 +33,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -391,33 +391,28 @@ def release(
         check_request(agreement, today, request.requester, list(request.approvers))
         recipient = load_public_key(agreement.recipient.public_key)
     except (ConfigError, ReleaseRefused, KeyMaterialError) as err:
-        audit.record(spark, store, warehouse, _at(entry, reason=str(err)))
+        audit.record(spark, store, warehouse, audit.stamped(entry, reason=str(err)))
         raise ReleaseRefused(f"release refused: {err}") from None
     release_id = audit.now().strftime("%Y%m%dT%H%M%S%fZ")
     delivery = Path(out) / agreement.id / release_id
-    audit.record(spark, store, warehouse, _at(entry, outcome=audit.STARTED, release_id=release_id))
+    audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.STARTED, release_id=release_id))
     try:
         with release_keys(spark, settings, agreement) as keys:
             result = run_release(spark, store, warehouse, agreement, keys, recipient, delivery, today)
     except BaseException as err:
         reason = str(err) if isinstance(err, CaredataError) else type(err).__name__  # Spark text may quote data
-        audit.record(spark, store, warehouse, _at(entry, outcome=audit.FAILED, release_id=release_id, reason=reason))
+        audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.FAILED, release_id=release_id, reason=reason))
         raise
     audit.record(
         spark, store, warehouse,
-        _at(entry, outcome=audit.DONE, release_id=release_id, rows=sum(result.rows.values())),
+        audit.stamped(entry, outcome=audit.DONE, release_id=release_id, rows=sum(result.rows.values())),
     )
     return result
 
 
 def _described(entry: audit.AuditEntry, agreement: Agreement) -> audit.AuditEntry:
     basis = agreement.legal_basis
-    return _at(entry, flow=agreement.flow, legal_basis=basis.describe() if basis else None, fields=agreement.fields())
-
-
-def _at(entry: audit.AuditEntry, **changes: object) -> audit.AuditEntry:
-    """The entry with `changes`, stamped now."""
-    return replace(entry, at=audit.now(), **changes)  # type: ignore[arg-type]
+    return audit.stamped(entry, flow=agreement.flow, legal_basis=basis.describe() if basis else None, fields=agreement.fields())
 
 
 # --- command --------------------------------------------------------------------------------

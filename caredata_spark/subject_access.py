@@ -208,7 +208,7 @@ def subject_record(
                 if store.exists(table_path(warehouse, clinical(name)))
             },
         )
-    done = replace(entry, at=audit.now(), outcome=audit.DONE, rows=record.rows, subject=subject)
+    done = audit.stamped(entry, outcome=audit.DONE, rows=record.rows, subject=subject)
     audit.record(spark, store, warehouse, done)
     return record
 

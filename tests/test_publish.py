@@ -46,7 +46,7 @@ from caredata_spark.publish import (
 )
 from caredata_spark.storage import DeltaStore, open_store
 from caredata_spark.submissions import LEDGER
-from caredata_spark.tables import LINK_MAP, PUBLICATIONS, SUBMISSIONS, clinical, green, table_path
+from caredata_spark.tables import AUDIT, LINK_MAP, PUBLICATIONS, SUBMISSIONS, clinical, green, table_path
 
 REFERENCE = dt.date(2025, 3, 31)
 DIABETES, HYPERTENSION = "44054006", "59621000"
@@ -466,6 +466,13 @@ def test_the_ledger_names_the_set_the_site_shows(published: Published, built: Bu
     assert set(tables) == set(published.result.published)
     for name, frame in tables.items():
         assert_df_equality(frame, green_table(published, built, name), ignore_row_order=True)
+    trail = published.store.read(table_path(root, AUDIT)).filter(F.col("release_id") == "publication-1")
+    started, done = sorted(trail.collect(), key=lambda r: r["at"])
+    assert (started["action"], started["flow"], started["outcome"], done["outcome"]) == (
+        "publication", "green", "started", "done"
+    )
+    assert done["rows"] == published.result.figures()["cells"] > 0 and done["reason"] is None
+    assert sorted(done["fields"]) == sorted(published.result.published)
 
 
 # --- refusal -----------------------------------------------------------------------------
@@ -496,6 +503,10 @@ def test_a_table_failing_its_audit_is_not_published_and_the_rest_are(
     assert set(result.refused) == {"ae_by_provider_month"}
     assert set(result.published) == {"ae_by_month"}
     assert list(latest_publication(store, str(built.root))) == ["ae_by_month"]  # the set the site shows
+    done = store.read(table_path(str(built.root), AUDIT)).filter(
+        (F.col("release_id") == f"publication-{result.number}") & (F.col("outcome") == "done")
+    ).first()
+    assert done["fields"] == ["ae_by_month"] and "ae_by_provider_month is not publishable" in done["reason"]
     assert (tmp_path / "site" / "ae_by_month.html").is_file()
     assert not (tmp_path / "site" / "ae_by_provider_month.html").exists()
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
@@ -514,6 +525,7 @@ def test_a_publication_failing_part_way_leaves_the_last_set_the_latest(
     store, root = open_store(spark), str(built.root)
     publish(spark, store, root, tmp_path / "first", REFERENCE, publication(ae_by_month=ae_table("month")))
     before = latest_versions(store, built.root)
+    before_number = store.read(table_path(root, PUBLICATIONS)).agg(F.max("publication")).first()[0]
     broken = publication(ae_by_month=ae_table("month"), ae_broken=ae_table("no_such_column"))
     with pytest.raises(UsageError, match="no_such_column"):
         publish(spark, store, root, tmp_path / "site", REFERENCE, broken)
@@ -521,6 +533,9 @@ def test_a_publication_failing_part_way_leaves_the_last_set_the_latest(
     assert store.version(table_path(root, green("ae_by_month"))) > before["ae_by_month"]
     assert not (tmp_path / "site").exists()
     assert list(latest_publication(store, root)) == ["ae_by_month"]
+    failed = store.read(table_path(root, AUDIT)).filter(F.col("outcome") == "failed").collect()
+    assert [(r["action"], r["release_id"]) for r in failed] == [("publication", f"publication-{before_number + 1}")]
+    assert "no_such_column" in failed[0]["reason"]
 
 
 def test_default_output_is_beside_the_warehouse() -> None:
