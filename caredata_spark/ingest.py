@@ -34,8 +34,10 @@ from caredata_spark.keys import Role, key_file
 from caredata_spark.landing import discover
 from caredata_spark.objections import (
     EVENTS_COLUMNS,
+    EVENTS_SCHEMA,
     load_objection_codes,
     objection_events,
+    objection_history,
     type1_objectors,
     without,
 )
@@ -62,7 +64,6 @@ LINKED_DATASETS = ("gp_patients", "hes_apc", "hes_op", "hes_ae")
 GP_DATASETS = ("gp_patients", "gp_events")
 OUTCOMES = ("read", "accepted", "quarantined", "dropped")
 IDENTIFYING = ("line", "nhs_number", "nhs_digits", "dob", "postcode", "pseudo_postcode", "quarantine_reasons")
-OBJECTION_EVENTS = "record_key string, objection_type int, status string, event_date date, submission_id string"
 
 
 class InvariantBroken(CaredataError):
@@ -263,14 +264,12 @@ def apply_objections(
     objected last month is dropped from this month's extract too.
     """
     codes = load_objection_codes()
-    empty = spark.createDataFrame([], OBJECTION_EVENTS)
     new_events = (
         validated["gp_events"].filter(F.size("quarantine_reasons") == 0).transform(objection_events(codes))
         if "gp_events" in validated
-        else empty
+        else spark.createDataFrame([], EVENTS_SCHEMA)
     )
-    path = table_path(warehouse, OBJECTIONS)
-    history = store.read(path).select(*EVENTS_COLUMNS) if store.exists(path) else empty
+    history = objection_history(store, warehouse)
     objectors = type1_objectors(history.unionByName(new_events)).persist(StorageLevel.MEMORY_AND_DISK)
     kept, dropped = {}, {}
     for name, rows in validated.items():

@@ -16,10 +16,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
+from caredata_spark.storage import DeltaStore
+from caredata_spark.tables import OBJECTIONS, table_path
 
 DEFAULT_CODES = DEFAULT_CONF.parent / "objections.yaml"
 DISSENT, WITHDRAWN = "dissent", "withdrawn"
 EVENTS_COLUMNS = ("record_key", "objection_type", "status", "event_date", "submission_id")
+EVENTS_SCHEMA = "record_key string, objection_type int, status string, event_date date, submission_id string"
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,11 @@ def without(objectors: DataFrame) -> Callable[[DataFrame], DataFrame]:
         return df.join(objectors, on="record_key", how="left_anti")
 
     return transform
+
+
+def objection_history(store: DeltaStore, warehouse: str) -> DataFrame:
+    """Every objection event ingested so far (EVENTS_COLUMNS); empty before the first."""
+    path = table_path(warehouse, OBJECTIONS)
+    if not store.exists(path):
+        return store.spark.createDataFrame([], EVENTS_SCHEMA)
+    return store.read(path).select(*EVENTS_COLUMNS)

@@ -32,10 +32,10 @@ from pyspark.sql import functions as F
 from caredata_spark.cli import Command, Context
 from caredata_spark.linkage.persons import ORIGIN_GP
 from caredata_spark.linkage.records import GP, with_signature
-from caredata_spark.objections import EVENTS_COLUMNS, type1_objectors
+from caredata_spark.objections import objection_history, type1_objectors
 from caredata_spark.observability import get_logger, stage
 from caredata_spark.storage import DeltaStore
-from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, PERSONS, QUARANTINE, clinical, table_path
+from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, PERSONS, QUARANTINE, clinical, table_path
 
 LOG = get_logger("purge")
 
@@ -138,10 +138,7 @@ def purge_type1(store: DeltaStore, warehouse: str, keys: DataFrame) -> dict[str,
 
 def standing_objectors(store: DeltaStore, warehouse: str) -> DataFrame:
     """Record keys whose type 1 dissent is in force, from every run's objection events."""
-    path = table_path(warehouse, OBJECTIONS)
-    if not store.exists(path):
-        return store.spark.createDataFrame([], "record_key string")
-    return type1_objectors(store.read(path).select(*EVENTS_COLUMNS))
+    return type1_objectors(objection_history(store, warehouse))
 
 
 def sweep(store: DeltaStore, warehouse: str) -> dict[str, int]:

@@ -48,15 +48,14 @@ from caredata_spark.contract import DATASETS, GP_EVENTS, Dataset
 from caredata_spark.envelope import ENVELOPE_SUFFIX, encrypt_file
 from caredata_spark.errors import CaredataError
 from caredata_spark.identity import identity_in_clear
-from caredata_spark.ingest import OBJECTION_EVENTS
 from caredata_spark.keyed_hash import KeyFrame, key_frame, with_key_material
 from caredata_spark.keys import KeyMaterialError, Role, TransportPublicKey, key_file, load_public_key
-from caredata_spark.objections import EVENTS_COLUMNS, in_force
+from caredata_spark.objections import EVENTS_COLUMNS, in_force, objection_history
 from caredata_spark.observability import get_logger, stage
 from caredata_spark.pseudonymisation import PERSON, RECORD, agreement_key, pseudonyms
 from caredata_spark.risk import RiskReport, quasi_identifiers, risk_report
 from caredata_spark.storage import DeltaStore
-from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, RELEASE_RISK, clinical, table_path
+from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, RELEASE_RISK, clinical, table_path
 
 LOG = get_logger("release")
 GP_SOURCE = GP_EVENTS.source  # objections are GP events
@@ -267,10 +266,8 @@ def _read(store: DeltaStore, warehouse: str, name: str) -> DataFrame:
     return store.read(path)
 
 
-def _objectors(spark: SparkSession, store: DeltaStore, warehouse: str, links: DataFrame, as_of: dt.date) -> DataFrame:
-    path = table_path(warehouse, OBJECTIONS)
-    events = store.read(path).select(*EVENTS_COLUMNS) if store.exists(path) else spark.createDataFrame([], OBJECTION_EVENTS)
-    return events.transform(type2_objectors(links, as_of)).persist(StorageLevel.MEMORY_AND_DISK)
+def _objectors(store: DeltaStore, warehouse: str, links: DataFrame, as_of: dt.date) -> DataFrame:
+    return objection_history(store, warehouse).transform(type2_objectors(links, as_of)).persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def _manifest(agreement: Agreement, release_id: str, recipient: TransportPublicKey, datasets: dict[str, object]) -> str:
@@ -320,7 +317,7 @@ def run_release(
     """Build, check and deliver every dataset of a permitted release."""
     pseudonym_key, vault_key = keys
     links = _read(store, warehouse, LINK_MAP).select("source", "record_key", "person_id")
-    objectors = None if agreement.overrides_objections else _objectors(spark, store, warehouse, links, today)
+    objectors = None if agreement.overrides_objections else _objectors(store, warehouse, links, today)
     sources = Sources(
         links=links,
         objectors=objectors,
