@@ -22,6 +22,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from caredata_spark.errors import CaredataError
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import AUDIT, table_path
 
@@ -73,6 +74,12 @@ def now() -> dt.datetime:
 def stamped(entry: AuditEntry, **changes: object) -> AuditEntry:
     """The entry with `changes`, stamped now: the next row of the same request."""
     return replace(entry, at=now(), **changes)  # type: ignore[arg-type]
+
+
+def failure_reason(err: BaseException) -> str:
+    """What a `failed` row says: a platform error's own message, else only the error's type,
+    because Spark's text can quote row values."""
+    return str(err) if isinstance(err, CaredataError) else type(err).__name__
 
 
 def record(spark: SparkSession, store: DeltaStore, warehouse: str, entry: AuditEntry) -> None:

@@ -48,7 +48,7 @@ from caredata_spark.aggregates import GROUPING_ID, filter_condition, require_col
 from caredata_spark.cli import Command, Context
 from caredata_spark.clinical_codes import Icd10Chapter, icd10_chapter, load_icd10_chapters
 from caredata_spark.disclosure_audit import DisclosureRisk
-from caredata_spark.errors import CaredataError, UsageError
+from caredata_spark.errors import UsageError
 from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.publication_site import SiteTable, write_site
 from caredata_spark.publication_tables import Filter, Publication, Sources, load_publication
@@ -543,8 +543,7 @@ def publish(
     try:
         _publish_tables(store, warehouse, publication, wh, result)
     except BaseException as err:
-        reason = str(err) if isinstance(err, CaredataError) else type(err).__name__  # Spark text may quote data
-        audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.FAILED, reason=reason))
+        audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.FAILED, reason=audit.failure_reason(err)))
         raise
     withheld = "; ".join(result.refused[name] for name in sorted(result.refused))
     done = audit.stamped(

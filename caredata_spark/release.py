@@ -397,8 +397,8 @@ def release(
         with release_keys(spark, settings, agreement) as keys:
             result = run_release(spark, store, warehouse, agreement, keys, recipient, delivery, today)
     except BaseException as err:
-        reason = str(err) if isinstance(err, CaredataError) else type(err).__name__  # Spark text may quote data
-        audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.FAILED, release_id=release_id, reason=reason))
+        failed = audit.stamped(entry, outcome=audit.FAILED, release_id=release_id, reason=audit.failure_reason(err))
+        audit.record(spark, store, warehouse, failed)
         raise
     audit.record(
         spark, store, warehouse,
