@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from caredata_spark.errors import UsageError
@@ -39,24 +39,6 @@ def next_number(store: DeltaStore, warehouse: str) -> int:
     return (last[0] or 0) + 1 if last else 1
 
 
-def ledger_rows(
-    spark: SparkSession,
-    number: int,
-    reference: dt.date,
-    versions: Mapping[str, int],
-    summaries: Mapping[str, Mapping[str, int]],
-    withheld: Iterable[str],
-) -> DataFrame:
-    """One row per table of the publication; a withheld table has no version or counts."""
-    published = [
-        (number, reference, name, PUBLISHED, version,
-         *(summaries[name][k] for k in ("cells", "primary", "secondary")))
-        for name, version in versions.items()
-    ]
-    refused = [(number, reference, name, WITHHELD, None, None, None, None) for name in withheld]
-    return spark.createDataFrame(published + refused, LEDGER).withColumn("published_at", F.current_timestamp())
-
-
 def record_publication(
     store: DeltaStore,
     warehouse: str,
@@ -66,8 +48,15 @@ def record_publication(
     summaries: Mapping[str, Mapping[str, int]],
     withheld: Iterable[str],
 ) -> None:
-    """Commit one publication's tables, versions and withheld tables in one ledger commit."""
-    rows = ledger_rows(store.spark, number, reference, versions, summaries, withheld)
+    """Commit one publication in one ledger commit: a row per table, a withheld table's
+    without version or counts."""
+    published = [
+        (number, reference, name, PUBLISHED, version,
+         *(summaries[name][k] for k in ("cells", "primary", "secondary")))
+        for name, version in versions.items()
+    ]
+    refused = [(number, reference, name, WITHHELD, None, None, None, None) for name in withheld]
+    rows = store.spark.createDataFrame(published + refused, LEDGER).withColumn("published_at", F.current_timestamp())
     store.write(rows, table_path(warehouse, PUBLICATIONS))
 
 

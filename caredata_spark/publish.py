@@ -545,12 +545,13 @@ def publish(
     except BaseException as err:
         audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.FAILED, reason=audit.failure_reason(err)))
         raise
+    figures = result.figures()
     withheld = "; ".join(result.refused[name] for name in sorted(result.refused))
     done = audit.stamped(
-        entry, outcome=audit.DONE, fields=sorted(result.published), rows=result.figures()["cells"], reason=withheld or None
+        entry, outcome=audit.DONE, fields=sorted(result.published), rows=figures["cells"], reason=withheld or None
     )
     audit.record(spark, store, warehouse, done)
-    log_event(LOG, "publish.done", **result.figures())
+    log_event(LOG, "publish.done", **figures)
     return result
 
 
