@@ -541,7 +541,7 @@ def publish(
     )
     audit.record(spark, store, warehouse, entry)
     try:
-        _publish_tables(store, warehouse, publication, wh, result)
+        _publish_tables(wh, publication, result)
     except BaseException as err:
         audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.FAILED, reason=audit.failure_reason(err)))
         raise
@@ -555,11 +555,9 @@ def publish(
     return result
 
 
-def _publish_tables(
-    store: DeltaStore, warehouse: str, publication: Publication, wh: Warehouse, result: PublishResult
-) -> None:
+def _publish_tables(wh: Warehouse, publication: Publication, result: PublishResult) -> None:
     """Every table through the engine into Delta and the staged site, then the ledger."""
-    reference = result.reference_date
+    store, warehouse, reference = wh.store, wh.root, result.reference_date
     sources = build_sources(publication, wh, reference)
     site: list[SiteTable] = []
     try:
