@@ -1,4 +1,4 @@
-"""The release audit trail: an append-only Delta table of every release, refusal and access.
+"""The audit trail: an append-only Delta table of every release, refusal, access and erasure.
 
 Rows are only ever appended (this module has no other write), so the table's Delta history
 is itself evidence: a removed row shows as a commit that is not an append. A row says who
@@ -10,6 +10,8 @@ the linkage hash of the NHS number (hex), which only the safe haven can recomput
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field, replace
 
 from pyspark.sql import SparkSession
@@ -26,7 +28,7 @@ from caredata_spark.errors import CaredataError
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import AUDIT, table_path
 
-RELEASE, SUBJECT_ACCESS, PUBLICATION = "release", "subject_access", "publication"
+RELEASE, SUBJECT_ACCESS, PUBLICATION, ERASURE = "release", "subject_access", "publication", "erasure"
 STARTED, DONE, REFUSED, FAILED = "started", "done", "refused", "failed"
 
 SCHEMA = StructType(
@@ -86,3 +88,15 @@ def record(spark: SparkSession, store: DeltaStore, warehouse: str, entry: AuditE
     """Append one row to the audit table (created on first use)."""
     row = spark.createDataFrame([astuple(entry)], SCHEMA)
     store.write(row, table_path(warehouse, AUDIT), mode="append")
+
+
+@contextmanager
+def audited(spark: SparkSession, store: DeltaStore, warehouse: str, entry: AuditEntry) -> Iterator[None]:
+    """Record `entry` as started, and as failed if the block raises (then re-raise): a request
+    that died part-way is in the trail too. The caller records `done` with its figures."""
+    record(spark, store, warehouse, stamped(entry, outcome=STARTED))
+    try:
+        yield
+    except BaseException as err:
+        record(spark, store, warehouse, stamped(entry, outcome=FAILED, reason=failure_reason(err)))
+        raise

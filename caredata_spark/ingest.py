@@ -405,7 +405,9 @@ def ingest(
                     write_run(store, warehouse, run_id, frames, files_df, keys)
                 with stage(LOG, "ingest.purge", run_id=run_id) as metrics:
                     # a dissent arriving after the patient's rows: erase them before the ledger
-                    result.purged = purge_type1(store, warehouse, newly_objecting(objectors, frames.new_events))
+                    result.purged = purge_type1(
+                        store, warehouse, newly_objecting(objectors, frames.new_events), requester="caredata ingest"
+                    )
                     metrics.update(purged_rows=result.purged)  # counts per table only
                 objectors.unpersist()
             store.write(

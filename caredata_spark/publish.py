@@ -539,12 +539,8 @@ def publish(
         at=audit.now(), action=audit.PUBLICATION, outcome=audit.STARTED, requester=requester, flow="green",
         fields=sorted(publication.tables), release_id=f"publication-{result.number}",
     )
-    audit.record(spark, store, warehouse, entry)
-    try:
+    with audit.audited(spark, store, warehouse, entry):
         _publish_tables(wh, publication, result)
-    except BaseException as err:
-        audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.FAILED, reason=audit.failure_reason(err)))
-        raise
     figures = result.figures()
     withheld = "; ".join(result.refused[name] for name in sorted(result.refused))
     done = audit.stamped(

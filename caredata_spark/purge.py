@@ -29,6 +29,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from caredata_spark import audit
 from caredata_spark.cli import Command, Context
 from caredata_spark.linkage.persons import ORIGIN_GP
 from caredata_spark.linkage.records import GP, with_signature
@@ -116,21 +117,32 @@ def purge_targets(store: DeltaStore, warehouse: str, keys: DataFrame) -> list[tu
     return targets
 
 
-def purge_type1(store: DeltaStore, warehouse: str, keys: DataFrame) -> dict[str, int]:
+def purge_type1(store: DeltaStore, warehouse: str, keys: DataFrame, requester: str) -> dict[str, int]:
     """Erase every stored GP row of `keys` (record_key) and return rows erased per table.
 
     Idempotent: keys already erased match nothing. Every target table is vacuumed, even
     when nothing matched this time, so a run that failed between erasing and vacuuming
-    still leaves no old file behind once resumed.
+    still leaves no old file behind once resumed. An erasure with keys to look for is in the
+    audit trail (`erasure`: started, then done with the rows erased per table, or failed);
+    the trail names tables and counts, never a key.
     """
     keys = keys.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         if keys.isEmpty():
             return {}
+        entry = audit.AuditEntry(
+            at=audit.now(), action=audit.ERASURE, outcome=audit.STARTED, requester=requester,
+            release_id=audit.now().strftime("erasure-%Y%m%dT%H%M%S%fZ"),
+        )
         purged = {}
-        for table, matches in purge_targets(store, warehouse, keys):
-            purged[table] = store.delete_keys(table_path(warehouse, table), matches)
-            store.vacuum_removed(table_path(warehouse, table))
+        with audit.audited(store.spark, store, warehouse, entry):
+            for table, matches in purge_targets(store, warehouse, keys):
+                purged[table] = store.delete_keys(table_path(warehouse, table), matches)
+                store.vacuum_removed(table_path(warehouse, table))
+        done = audit.stamped(
+            entry, outcome=audit.DONE, fields=[f"{t}={n}" for t, n in purged.items()], rows=sum(purged.values())
+        )
+        audit.record(store.spark, store, warehouse, done)
         return purged
     finally:
         keys.unpersist()
@@ -141,17 +153,16 @@ def standing_objectors(store: DeltaStore, warehouse: str) -> DataFrame:
     return type1_objectors(objection_history(store, warehouse))
 
 
-def sweep(store: DeltaStore, warehouse: str) -> dict[str, int]:
+def sweep(store: DeltaStore, warehouse: str, requester: str = "caredata purge") -> dict[str, int]:
     """Erase every stored GP row of every standing type 1 objector; rows erased per table."""
     with stage(LOG, "purge.sweep", warehouse=warehouse) as metrics:
-        purged = purge_type1(store, warehouse, standing_objectors(store, warehouse))
+        purged = purge_type1(store, warehouse, standing_objectors(store, warehouse), requester)
         metrics.update(purged_rows=purged)  # counts per table only
     return purged
 
 
 def _run(context: Context, args: argparse.Namespace) -> None:
-    del args
-    purged = sweep(context.store, context.require("warehouse"))
+    purged = sweep(context.store, context.require("warehouse"), args.requester)
     print(f"purge: {sum(purged.values())} stored GP row(s) of standing type 1 objectors erased")
     for table, rows in purged.items():
         print(f"  {rows:>10}  {table}")
@@ -160,6 +171,8 @@ def _run(context: Context, args: argparse.Namespace) -> None:
 COMMAND = Command(
     name="purge",
     help="erase every stored GP row of every patient whose type 1 objection is in force (a sweep)",
-    add_arguments=lambda parser: None,
+    add_arguments=lambda parser: parser.add_argument(
+        "--requester", default="caredata purge", help="who runs the sweep (audited; default: caredata purge)"
+    ),
     run=_run,
 )

@@ -392,18 +392,10 @@ def release(
         raise ReleaseRefused(f"release refused: {err}") from None
     release_id = audit.now().strftime("%Y%m%dT%H%M%S%fZ")
     delivery = Path(out) / agreement.id / release_id
-    audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.STARTED, release_id=release_id))
-    try:
-        with release_keys(spark, settings, agreement) as keys:
-            result = run_release(spark, store, warehouse, agreement, keys, recipient, delivery, today)
-    except BaseException as err:
-        failed = audit.stamped(entry, outcome=audit.FAILED, release_id=release_id, reason=audit.failure_reason(err))
-        audit.record(spark, store, warehouse, failed)
-        raise
-    audit.record(
-        spark, store, warehouse,
-        audit.stamped(entry, outcome=audit.DONE, release_id=release_id, rows=sum(result.rows.values())),
-    )
+    entry = audit.stamped(entry, release_id=release_id)
+    with audit.audited(spark, store, warehouse, entry), release_keys(spark, settings, agreement) as keys:
+        result = run_release(spark, store, warehouse, agreement, keys, recipient, delivery, today)
+    audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.DONE, rows=sum(result.rows.values())))
     return result
 
 

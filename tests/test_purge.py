@@ -19,6 +19,7 @@ from caredata_spark.cli import main
 from caredata_spark.purge import purge_type1, sweep
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import (
+    AUDIT,
     IDENTITY_VAULT,
     LINK_MAP,
     OBJECTIONS,
@@ -121,6 +122,26 @@ def test_earlier_rows_of_a_new_objector_are_erased_from_every_table(erased) -> N
     assert events.count() == 1
 
 
+def erasures(spark: SparkSession, store: DeltaStore, warehouse: str, requester: str) -> DataFrame:
+    return (
+        store.read(table_path(warehouse, AUDIT))
+        .filter((F.col("action") == "erasure") & (F.col("requester") == requester))
+        .select("outcome", F.array_sort("fields").alias("fields"), "rows")
+    )
+
+
+def test_the_erasure_is_audited_by_table_and_count(spark: SparkSession, erased) -> None:
+    """Started, then done with the rows erased per table: evidence without a key in it."""
+    store, warehouse, _, _, result = erased
+    erased_per_table = sorted(f"{table}={rows}" for table, rows in result.purged.items())
+    expected = spark.createDataFrame(
+        [("started", [], None), ("done", erased_per_table, 8)], "outcome string, fields array<string>, rows long"
+    )
+    assert_df_equality(
+        erasures(spark, store, str(warehouse), "caredata ingest"), expected, ignore_row_order=True, ignore_nullable=True
+    )
+
+
 def test_no_data_file_left_on_disk_holds_the_objector(erased) -> None:
     _, warehouse, person, _, _ = erased
     objections = warehouse / OBJECTIONS
@@ -165,7 +186,7 @@ def test_a_rerun_changes_nothing(spark: SparkSession, keys, erased) -> None:  # 
     again = run(spark, store, keys, warehouse.parent / "landing", warehouse)
     assert again.files == 0 and again.purged == {}
     objector = spark.createDataFrame([(OBJECTOR,)], "record_key string")
-    assert set(purge_type1(store, wh, objector).values()) == {0}  # the same erasure again
+    assert set(purge_type1(store, wh, objector, requester="a rerun").values()) == {0}  # the same erasure again
     for table in PURGED:
         assert sorted(DeltaTable(table_path(wh, table)).file_uris()) == files[table], table
         assert_df_equality(
@@ -182,10 +203,12 @@ def test_a_sweep_erases_a_standing_objectors_rows_that_came_back(
     wh, events = str(warehouse), clinical("gp_events")
     store.write(before[events].filter(F.col("record_key") == OBJECTOR), table_path(wh, events))
     assert store.read(table_path(wh, events)).filter(F.col("record_key") == OBJECTOR).count() == 2
-    assert main(["--warehouse", wh, "purge"]) == 0
+    assert main(["--warehouse", wh, "purge", "--requester", "IG officer"]) == 0
     assert "2 stored GP row(s) of standing type 1 objectors erased" in capsys.readouterr().out
     assert store.read(table_path(wh, events)).filter(F.col("record_key") == OBJECTOR).count() == 0
     assert_df_equality(
         store.read(table_path(wh, events)), others(before[events], person), ignore_row_order=True, ignore_nullable=True
     )
-    assert set(sweep(store, wh).values()) == {0}
+    done = erasures(spark, store, wh, "IG officer").filter(F.col("outcome") == "done").first()
+    assert done["rows"] == 2 and f"{events}=2" in done["fields"]
+    assert set(sweep(store, wh, requester="IG officer").values()) == {0}
