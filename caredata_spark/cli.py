@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "caredata_spark.linkage.command",
     "caredata_spark.quarantine",
     "caredata_spark.purge",
+    "caredata_spark.maintenance",
     "caredata_spark.pipeline",
     "caredata_spark.release",
     "caredata_spark.subject_access",

@@ -138,7 +138,7 @@ def purge_type1(store: DeltaStore, warehouse: str, keys: DataFrame, requester: s
         with audit.audited(store.spark, store, warehouse, entry):
             for table, matches in purge_targets(store, warehouse, keys):
                 purged[table] = store.delete_keys(table_path(warehouse, table), matches)
-                store.vacuum_removed(table_path(warehouse, table))
+                store.vacuum(table_path(warehouse, table), retention_hours=0)
         done = audit.stamped(
             entry, outcome=audit.DONE, fields=[f"{t}={n}" for t, n in purged.items()], rows=sum(purged.values())
         )

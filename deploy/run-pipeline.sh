@@ -6,9 +6,6 @@
 set -uo pipefail
 
 RUN_DATE="${1:-$(date +%F)}"
-REPO="${CAREDATA_REPO:-/opt/caredata-spark}"
-MASTER="${CAREDATA_MASTER:-spark://spark-master:7077}"
-DELTA="${CAREDATA_DELTA_PACKAGE:-io.delta:delta-spark_2.13:4.0.0}"
 ALERT="${CAREDATA_ALERT:-}"
 RETRIES="${CAREDATA_RETRIES:-3}"
 DELAY="${CAREDATA_RETRY_DELAY:-900}"   # seconds, doubled after each failed attempt
@@ -21,17 +18,7 @@ alert() {
 }
 
 submit() {
-  spark-submit \
-    --master "$MASTER" \
-    --packages "$DELTA" \
-    --driver-java-options -XX:-DontCompileHugeMethods \
-    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
-    --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-    --archives "$REPO/dist/env.tar.gz#env" \
-    --conf spark.pyspark.python=./env/bin/python \
-    --py-files "$REPO/dist/caredata_spark.zip" \
-    --files "$REPO/conf/cluster.yaml" \
-    "$REPO/jobs/run.py" --conf cluster.yaml --date "$RUN_DATE"
+  "$(dirname "$0")/submit.sh" run --date "$RUN_DATE"
 }
 
 exec 9>"${TMPDIR:-/tmp}/caredata-pipeline.lock"

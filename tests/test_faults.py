@@ -179,6 +179,9 @@ def test_killed_ingest_leaves_no_partial_table_and_resumes_without_duplicates(
     assert (result.run_id, result.resumed) == (1, True)
     assert {t: store.version(table_path(str(warehouse), t)) for t in INGEST_TABLES} == dict.fromkeys(INGEST_TABLES, 0)
     assert counts(store, warehouse) == counts(store, clean)
+    assert staged(vault)  # the killed write's files: no log names them, no job removes them
+    assert store.remove_abandoned_writes(str(vault), older_than_hours=0) == 1 and not staged(vault)
+    assert counts(store, warehouse) == counts(store, clean)
 
 
 # --- a release that dies during delivery ----------------------------------------------------------

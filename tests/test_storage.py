@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import time
 from pathlib import Path
 
 import duckdb
@@ -175,6 +177,7 @@ def test_record_keys_are_never_file_statistics(spark: SparkSession, store: Delta
     )
     store.write(keyed.coalesce(1), str(path), partition_by=["provider"])
     store.write(keyed.coalesce(1), str(path), mode="append", partition_by=["provider"])
+    assert store.compact(str(path)) == (4, 2)  # the files compaction writes are checked too
     configuration = DeltaTable(str(path)).metadata().configuration
     assert configuration["delta.dataSkippingStatsColumns"] == "id,event_date,code,value"
     for action in add_actions(path):
@@ -276,7 +279,7 @@ def test_delete_keys_rewrites_only_files_holding_a_key(
     assert len(untouched) == 2  # the RXH file and the second write's file keep their paths
     assert 1 in data_file_ids(path)  # still in the removed file: time travel reaches it
 
-    store.vacuum_removed(str(path))
+    store.vacuum(str(path), retention_hours=0)
     assert 1 not in data_file_ids(path)  # the purge is physical
     assert_df_equality(store.read(str(path)), expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -296,3 +299,67 @@ def test_delete_keys_emptying_a_file_and_absent_tables(
     assert store.delete_keys(str(tmp_path / "nowhere"), keys) == 0
     with pytest.raises(ValueError, match="not in the table: nope"):
         store.delete_keys(path, keys.withColumnRenamed("id", "nope"))
+
+
+def test_compaction_keeps_rows_and_order_in_fewer_files(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    """Daily appends leave small files; compaction rewrites them without changing data."""
+    path = tmp_path / "t"
+    for row in ROWS:
+        store.write(frame(spark, [row]), str(path), partition_by=["provider"])
+    assert store.compact(str(path)) == (4, 2)  # one file per provider
+    assert store.version(str(path)) == 4
+    assert_df_equality(store.read(str(path)), frame(spark), ignore_row_order=True, ignore_nullable=True)
+    assert store.compact(str(path)) == (0, 0)  # nothing small is left to join
+    compaction = [json.loads(line) for line in (path / "_delta_log" / f"{4:020}.json").read_text().splitlines()]
+    assert all(not a[kind]["dataChange"] for a in compaction for kind in ("add", "remove") if kind in a)
+
+    assert len(data_file_ids(path)) == 4 and store.read(str(path), version=3).count() == 4
+    assert store.vacuum(str(path), retention_hours=168) in (0, None)  # removed just now: kept
+    assert store.read(str(path), version=3).count() == 4
+    assert store.vacuum(str(path), retention_hours=0) in (4, None)
+    assert len(list(path.rglob("*.parquet"))) - len(list((path / "_delta_log").glob("*.parquet"))) == 2
+    assert_df_equality(store.read(str(path)), frame(spark), ignore_row_order=True, ignore_nullable=True)
+
+
+def aged(path: Path, days: float) -> None:
+    old = time.time() - days * 86400
+    os.utime(path, (old, old))
+
+
+def test_tidy_log_drops_expired_commits_and_keeps_the_table(spark: SparkSession, tmp_path: Path) -> None:
+    """delta-rs writes no checkpoint for a table of few commits, so without one nothing ever
+    leaves its log (delta-spark checkpoints and cleans up by itself)."""
+    store = open_store(spark, StorageSettings(backend="delta-rs"))
+    path = tmp_path / "t"
+    store.write(frame(spark, ROWS[:2]), str(path), txn=Txn("ingest", 1))
+    store.write(frame(spark, ROWS[2:]), str(path))
+    log = path / "_delta_log"
+    for commit in log.glob("*.json"):
+        aged(commit, days=40)  # beyond the default 30-day log retention
+    store.write(frame(spark, ROWS[:1]), str(path))
+
+    store.tidy_log(str(path))
+    assert sorted(p.name for p in log.glob("*.json")) == [f"{2:020}.json"]
+    assert (log / f"{2:020}.checkpoint.parquet").exists()
+    expected = frame(spark, [*ROWS, ROWS[0]])
+    assert_df_equality(store.read(str(path)), expected, ignore_row_order=True, ignore_nullable=True)
+    assert store.txn_version(str(path), "ingest") == 1  # a resumed run still knows it is done
+
+
+def test_abandoned_staging_folders_go_and_live_ones_stay(spark: SparkSession, tmp_path: Path) -> None:
+    """A killed job's staged files are never committed and never cleaned up by the job."""
+    store = open_store(spark, StorageSettings(backend="delta-rs"))
+    path = tmp_path / "t"
+    store.write(frame(spark), str(path))
+    abandoned, live = path / "_staging" / "abandoned", path / "_staging" / "live"
+    for folder in (abandoned, live):
+        (folder / "part=x").mkdir(parents=True)
+        (folder / "part=x" / "part-0.parquet").write_bytes(b"rows")
+    for item in (abandoned / "part=x" / "part-0.parquet", abandoned / "part=x", abandoned):
+        aged(item, days=8)
+    aged(live, days=8)  # an old folder whose write still adds files is not abandoned
+    assert store.remove_abandoned_writes(str(path), older_than_hours=168) == 1
+    assert not abandoned.exists() and live.exists()
+    assert_df_equality(store.read(str(path)), frame(spark), ignore_row_order=True, ignore_nullable=True)

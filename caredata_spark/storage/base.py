@@ -198,7 +198,7 @@ class DeltaStore(ABC):
         For erasure (a type 1 objection): keys are few, tables are large, so only the data
         files holding a key are rewritten, in one Delta transaction (a failure leaves the
         table as it was). Deleting keys that are not there changes nothing, so a retried
-        purge is a no-op. Removed files stay on disk for time travel until `vacuum_removed`.
+        purge is a no-op. Removed files stay on disk for time travel until `vacuum`.
         """
         if not self.exists(path):
             return 0
@@ -209,13 +209,31 @@ class DeltaStore(ABC):
         return self._delete_keys(path, keys.distinct())
 
     @abstractmethod
-    def vacuum_removed(self, path: str) -> None:
-        """Physically delete every data file the latest version no longer references.
+    def vacuum(self, path: str, retention_hours: int) -> int | None:
+        """Physically delete the data files no version of the last `retention_hours` reads;
+        return how many went (None where the engine does not say).
 
-        Zero retention on purpose: after an erasure the old versions' files still hold the
-        erased rows, and time travel must not bring them back. Readers of an old version
-        of this table fail afterwards; readers of the latest version are unaffected.
+        Versions older than that can no longer be read (time travel to them fails); the
+        latest version is unaffected. Erasure vacuums with zero retention: the old versions'
+        files still hold the erased rows, and time travel must not bring them back.
         """
+
+    @abstractmethod
+    def compact(self, path: str) -> tuple[int, int]:
+        """Rewrite the table's small files into fewer large ones, rows and their order
+        unchanged, in one commit that changes no data; return (files removed, files added).
+        """
+
+    def remove_abandoned_writes(self, path: str, older_than_hours: int) -> int:
+        """Delete what writes that died left outside the table's log, once nothing in it
+        changed for `older_than_hours`; return how many writes' leftovers went. An engine
+        whose writes leave nothing behind has none."""
+        return 0
+
+    @abstractmethod
+    def tidy_log(self, path: str) -> None:
+        """Checkpoint the Delta log and delete its entries older than the table's log
+        retention (`delta.logRetentionDuration`, 30 days by default)."""
 
 
 def write_failed(path: str, err: BaseException) -> str:

@@ -373,9 +373,48 @@ class DeltaRsStore(DeltaStore):
             raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
         return frame.select(*schema.fieldNames())
 
-    def vacuum_removed(self, path: str) -> None:
-        if self.exists(path):
-            self._table(path).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    def vacuum(self, path: str, retention_hours: int) -> int | None:
+        if not self.exists(path):
+            return 0
+        deleted = self._table(path).vacuum(
+            retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False
+        )
+        return len(deleted)
+
+    def compact(self, path: str) -> tuple[int, int]:
+        """delta-rs bin-packs the files on the driver, streaming them a bin at a time; the
+        files it writes keep the table's statistics columns (`UNSTATED_COLUMNS` left out)."""
+        try:
+            metrics = self._table(path).optimize.compact()
+        except Exception as err:
+            raise StorageError(write_failed(path, err)) from err
+        return int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+
+    def tidy_log(self, path: str) -> None:
+        table = self._table(path)
+        table.create_checkpoint()
+        table.cleanup_metadata()
+
+    def remove_abandoned_writes(self, path: str, older_than_hours: int) -> int:
+        """Staging folders (`_staging/<write id>`) in which nothing changed for
+        `older_than_hours`: a killed job never reached its own clean-up."""
+        fs, base = _filesystem(path)
+        cutoff = time.time() - older_than_hours * 3600
+        folders = fs.get_file_info(pafs.FileSelector(f"{base}/{STAGING}", allow_not_found=True))
+        abandoned = [
+            folder.path
+            for folder in folders
+            if folder.type == pafs.FileType.Directory and _last_change(fs, folder) < cutoff
+        ]
+        for folder in abandoned:
+            fs.delete_dir(folder)
+        return len(abandoned)
+
+
+def _last_change(fs: pafs.FileSystem, folder: pafs.FileInfo) -> float:
+    """Newest modification time in seconds of a folder and everything under it."""
+    inside = fs.get_file_info(pafs.FileSelector(folder.path, recursive=True))
+    return max(info.mtime.timestamp() for info in [folder, *inside] if info.mtime is not None)
 
 
 def _tail(path: str, segments: int) -> str:

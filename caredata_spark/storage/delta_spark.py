@@ -111,13 +111,30 @@ class DeltaSparkStore(DeltaStore):
             return 0
         return int((metrics["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
 
-    def vacuum_removed(self, path: str) -> None:
+    def vacuum(self, path: str, retention_hours: int) -> int | None:
+        """The connector's VACUUM, which logs but does not return what it deleted."""
         if not self.exists(path):
-            return
+            return 0
         key = "spark.databricks.delta.retentionDurationCheck.enabled"
         previous = self.spark.conf.get(key, "true")
-        self.spark.conf.set(key, "false")  # zero retention is refused by default
+        self.spark.conf.set(key, "false")  # retention under 7 days is refused by default
         try:
-            self.spark.sql(f"VACUUM delta.`{path}` RETAIN 0 HOURS")
+            self.spark.sql(f"VACUUM delta.`{path}` RETAIN {int(retention_hours)} HOURS")
         finally:
             self.spark.conf.set(key, previous)
+        return None
+
+    def compact(self, path: str) -> tuple[int, int]:
+        """OPTIMIZE: the connector bin-packs the files in distributed tasks."""
+        from delta.tables import DeltaTable
+
+        try:
+            metrics = DeltaTable.forPath(self.spark, path).optimize().executeCompaction().first()
+        except Exception as err:
+            raise StorageError(write_failed(path, err)) from err
+        figures = metrics["metrics"] if metrics else None
+        return (int(figures["numFilesRemoved"]), int(figures["numFilesAdded"])) if figures else (0, 0)
+
+    def tidy_log(self, path: str) -> None:
+        """Nothing to do: the connector checkpoints every 10 commits and deletes expired log
+        entries at each checkpoint (`delta.enableExpiredLogCleanup`)."""
