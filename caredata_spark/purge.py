@@ -130,9 +130,10 @@ def purge_type1(store: DeltaStore, warehouse: str, keys: DataFrame, requester: s
     try:
         if keys.isEmpty():
             return {}
+        started = audit.now()
         entry = audit.AuditEntry(
-            at=audit.now(), action=audit.ERASURE, outcome=audit.STARTED, requester=requester,
-            release_id=audit.now().strftime("erasure-%Y%m%dT%H%M%S%fZ"),
+            at=started, action=audit.ERASURE, outcome=audit.STARTED, requester=requester,
+            release_id=started.strftime("erasure-%Y%m%dT%H%M%S%fZ"),
         )
         purged = {}
         with audit.audited(store.spark, store, warehouse, entry):
