@@ -1,4 +1,4 @@
-"""Airflow DAG: the caredata pipeline once a day, as `spark-submit jobs/run.py --date {{ ds }}`.
+"""Airflow DAG: the caredata pipeline once a day, as `deploy/submit.sh run --date {{ ds }}`.
 
 Copy this file into the Airflow DAGs folder and set the Airflow Variables below (or edit
 the defaults). Nothing in the repository imports it; it needs Airflow 2.7+ only where it
@@ -20,6 +20,7 @@ duplicate data.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shlex
 import subprocess
 
@@ -37,26 +38,22 @@ ALERTS = Variable.get("caredata_alert_email", default_var="safe-haven-ops@exampl
 
 DONE, STEP_FAILED, USAGE, INPUTS_REFUSED = 0, 1, 2, 3
 
-SUBMIT = [
-    SPARK_SUBMIT,
-    "--master", MASTER,
-    "--packages", DELTA,
-    "--driver-java-options", "-XX:-DontCompileHugeMethods",  # the JIT flag, for a local[*] master
-    "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-    "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-    "--archives", f"{REPO}/dist/env.tar.gz#env",
-    "--conf", "spark.pyspark.python=./env/bin/python",
-    "--py-files", f"{REPO}/dist/caredata_spark.zip",
-    "--files", f"{REPO}/conf/cluster.yaml",
-    f"{REPO}/jobs/run.py", "--conf", "cluster.yaml",
-]
+# the cluster's spark-submit command line lives in one place, deploy/submit.sh
+SUBMIT = [f"{REPO}/deploy/submit.sh", "run"]
+SUBMIT_ENV = {
+    **os.environ,
+    "CAREDATA_REPO": REPO,
+    "CAREDATA_SPARK_SUBMIT": SPARK_SUBMIT,
+    "CAREDATA_MASTER": MASTER,
+    "CAREDATA_DELTA_PACKAGE": DELTA,
+}
 
 
 def run_pipeline(run_date: str) -> None:
     """One `caredata run` for `run_date`; its exit code decides retry, failure or alert."""
     command = [*SUBMIT, "--date", run_date]
     print("running:", shlex.join(command), flush=True)
-    code = subprocess.run(command, check=False).returncode
+    code = subprocess.run(command, check=False, env=SUBMIT_ENV).returncode
     if code == DONE:
         return
     if code == INPUTS_REFUSED:

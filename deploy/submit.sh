@@ -9,8 +9,9 @@ shift
 REPO="${CAREDATA_REPO:-/opt/caredata-spark}"
 MASTER="${CAREDATA_MASTER:-spark://spark-master:7077}"
 DELTA="${CAREDATA_DELTA_PACKAGE:-io.delta:delta-spark_2.13:4.0.0}"
+SPARK_SUBMIT="${CAREDATA_SPARK_SUBMIT:-spark-submit}"
 
-exec spark-submit \
+exec "$SPARK_SUBMIT" \
   --master "$MASTER" \
   --packages "$DELTA" \
   --driver-java-options -XX:-DontCompileHugeMethods \
