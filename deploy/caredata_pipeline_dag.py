@@ -1,10 +1,15 @@
-"""Airflow DAG: the caredata pipeline once a day, as `deploy/submit.sh run --date {{ ds }}`.
+"""Airflow DAGs: the caredata pipeline once a day (`deploy/submit.sh run --date {{ ds }}`)
+and table upkeep once a week (`deploy/submit.sh maintain`).
 
-Copy this file into the Airflow DAGs folder and set the Airflow Variables below (or edit
-the defaults). Nothing in the repository imports it; it needs Airflow 2.7+ only where it
-runs.
+Copy this file into the Airflow DAGs folder, set the Airflow Variables below (or edit the
+defaults) and create the pool both DAGs' tasks run in, so upkeep never runs beside a
+pipeline run on the same warehouse:
 
-The task maps `caredata run`'s exit codes to what a scheduler should do:
+    airflow pools set caredata_warehouse 1 "one caredata job per warehouse at a time"
+
+Nothing in the repository imports this file; it needs Airflow 2.7+ only where it runs.
+
+The pipeline task maps `caredata run`'s exit codes to what a scheduler should do:
 
     0  done                                   success
     1  a step failed; a re-run resumes it     retried (with back-off), then failed + alert
@@ -14,7 +19,8 @@ The task maps `caredata run`'s exit codes to what a scheduler should do:
 
 A retry re-runs the same `--date`; the run ledger (`ops/pipeline_runs`) skips finished
 steps and the step that died resumes under its Delta transaction ids, so retries never
-duplicate data.
+duplicate data. `caredata maintain` has codes 0, 1 and 2 with the same meanings; each of its
+table operations is a Delta commit of its own, so a retry simply carries on.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ MASTER = Variable.get("caredata_master", default_var="spark://spark-master:7077"
 DELTA = Variable.get("caredata_delta_package", default_var="io.delta:delta-spark_2.13:4.0.0")
 ALERTS = Variable.get("caredata_alert_email", default_var="safe-haven-ops@example.nhs.uk")
 
+POOL = "caredata_warehouse"  # one slot: the pipeline and upkeep never run at once
+
 DONE, STEP_FAILED, USAGE, INPUTS_REFUSED = 0, 1, 2, 3
 
 # the cluster's spark-submit command line lives in one place, deploy/submit.sh
-SUBMIT = [f"{REPO}/deploy/submit.sh", "run"]
+SUBMIT = f"{REPO}/deploy/submit.sh"
 SUBMIT_ENV = {
     **os.environ,
     "CAREDATA_REPO": REPO,
@@ -49,14 +57,22 @@ SUBMIT_ENV = {
 }
 
 
-def run_pipeline(run_date: str) -> None:
-    """One `caredata run` for `run_date`; its exit code decides retry, failure or alert."""
-    command = [*SUBMIT, "--date", run_date]
+def submitted(job: str, *args: str) -> int:
+    """`submit.sh JOB ARGS`; its exit code, with usage errors failing the task at once."""
+    command = [SUBMIT, job, *args]
     print("running:", shlex.join(command), flush=True)
     code = subprocess.run(command, check=False, env=SUBMIT_ENV).returncode
-    if code == DONE:
-        return
-    if code == INPUTS_REFUSED:
+    what = shlex.join(["caredata", job, *args])
+    if code == USAGE:
+        raise AirflowFailException(f"{what}: usage or configuration error (exit 2)")
+    if code not in (DONE, INPUTS_REFUSED):
+        raise AirflowException(f"{what}: exit {code}; a retry resumes where it stopped")
+    return code
+
+
+def run_pipeline(run_date: str) -> None:
+    """One `caredata run` for `run_date`; its exit code decides retry, failure or alert."""
+    if submitted("run", "--date", run_date) == INPUTS_REFUSED:
         send_email(
             to=ALERTS,
             subject=f"caredata run {run_date}: submissions refused",
@@ -66,11 +82,24 @@ def run_pipeline(run_date: str) -> None:
                 "submitters need to send corrected files, which the next run picks up."
             ),
         )
-        return
-    if code == USAGE:
-        raise AirflowFailException(f"caredata run {run_date}: usage or configuration error (exit 2)")
-    raise AirflowException(f"caredata run {run_date}: exit {code}; a retry resumes the failed step")
 
+
+def maintain() -> None:
+    """Weekly upkeep: compaction, vacuum (default retention), log tidy; see README."""
+    submitted("maintain")
+
+
+DEFAULT_ARGS = {
+    "owner": "safe-haven-ops",
+    "retries": 3,
+    "retry_delay": dt.timedelta(minutes=15),
+    "retry_exponential_backoff": True,
+    "email": [ALERTS],
+    "email_on_failure": True,
+    "email_on_retry": False,
+    "execution_timeout": dt.timedelta(hours=8),
+    "pool": POOL,
+}
 
 with DAG(
     dag_id="caredata_pipeline",
@@ -79,20 +108,23 @@ with DAG(
     start_date=dt.datetime(2025, 4, 1),
     catchup=False,
     max_active_runs=1,  # runs share one warehouse; the ledger assumes one writer at a time
-    default_args={
-        "owner": "safe-haven-ops",
-        "retries": 3,
-        "retry_delay": dt.timedelta(minutes=15),
-        "retry_exponential_backoff": True,
-        "email": [ALERTS],
-        "email_on_failure": True,
-        "email_on_retry": False,
-        "execution_timeout": dt.timedelta(hours=8),
-    },
+    default_args=DEFAULT_ARGS,
     tags=["caredata"],
-) as dag:
+) as pipeline_dag:
     PythonOperator(
         task_id="caredata_run",
         python_callable=run_pipeline,
         op_kwargs={"run_date": "{{ ds }}"},
     )
+
+with DAG(
+    dag_id="caredata_maintain",
+    description="compaction, vacuum and Delta log tidy of the warehouse's tables, weekly",
+    schedule="0 6 * * 0",  # Sundays, after the night's pipeline run (the pool keeps them apart)
+    start_date=dt.datetime(2025, 4, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["caredata"],
+) as maintain_dag:
+    PythonOperator(task_id="caredata_maintain", python_callable=maintain)
