@@ -75,6 +75,20 @@ def blocking_keys(rules: Sequence[BlockingRule], record_side: bool, prefix: str 
     return F.array(*[key for rule in rules for key in rule.keys(record_side, prefix)])
 
 
+def first_agreeing_slot(rules: Sequence[BlockingRule]) -> Column:
+    """0-based slot of the first rule key on which a pair's two sides agree; null if none.
+
+    A CASE over the slots rather than `zip_with` + `array_position`: a higher-order function
+    has no generated code, so every key of both sides would be hashed interpreted for every
+    pair; here the keys are generated code and hashing stops at the first agreeing slot.
+    """
+    record_keys = [key for rule in rules for key in rule.keys(record_side=True, prefix=RECORD)]
+    reference_keys = [key for rule in rules for key in rule.keys(record_side=False, prefix=REFERENCE)]
+    return F.coalesce(
+        *[F.when(mine == theirs, F.lit(slot)) for slot, (mine, theirs) in enumerate(zip(record_keys, reference_keys))]
+    )
+
+
 def candidate_pairs(
     records: DataFrame,
     reference: DataFrame,
@@ -104,15 +118,10 @@ def candidate_pairs(
         *[F.col(c).alias(REFERENCE + c) for c in IDENTITY_COLUMNS],
         F.explode(blocking_keys(rules, record_side=False)).alias("block_key"),
     ).filter(F.col("block_key").isNotNull())
-    agrees = F.zip_with(
-        blocking_keys(rules, record_side=True, prefix=RECORD),
-        blocking_keys(rules, record_side=False, prefix=REFERENCE),
-        lambda a, b: a == b,
-    )
     slot_rules = F.array(*[F.lit(rule.name) for rule in rules for _ in range(rule.slots)])
     return (
         left.join(right, on="block_key", how="inner")
-        .filter(F.col("slot") == F.array_position(agrees, True) - 1)
+        .filter(F.col("slot") == first_agreeing_slot(rules))
         .select(
             "signature",
             "person_id",
