@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from caredata_spark.arrays import present
 from caredata_spark.contract import DATASETS
 from caredata_spark.objections import ObjectionCodes
 from caredata_spark.synthetic.catalogues import Catalogue, CodeBook
@@ -241,9 +242,8 @@ def _objection_events(codes: ObjectionCodes) -> Column:
             F.struct(F.lit(type_codes.dissent[0]).alias("code"), F.col(dissent_on).alias("day")),
             F.struct(F.lit(type_codes.withdrawn[0]).alias("code"), F.col(withdrawn_on).alias("day")),
         ]
-    return F.filter(
-        F.array(*events),
-        lambda e: e["day"].isNotNull() & ((F.col("reg") == 0) | (e["day"] < F.col("dereg_date"))),
+    return present(
+        *(F.when(e["day"].isNotNull() & ((F.col("reg") == 0) | (e["day"] < F.col("dereg_date"))), e) for e in events)
     )
 
 
@@ -327,10 +327,7 @@ def hes_apc(people: DataFrame, plan: Plan) -> Rows:
     )
     episode_end = F.date_add(F.col("record_date"), stay.cast("int"))
     finished = F.when(episode_end <= F.lit(settings.end), episode_end)
-    conditions = F.filter(
-        F.array(*(F.when(F.col(condition_column(c.name)), F.lit(c.icd10)) for c in settings.conditions)),
-        lambda code: code.isNotNull(),
-    )
+    conditions = present(*(F.when(F.col(condition_column(c.name)), F.lit(c.icd10)) for c in settings.conditions))
     secondary = _codes(
         hospital.apc_max_diagnoses,
         lambda i: book.apc_secondary.draw(draws, "hes_apc/secondary", *keys, i, stratum=stratum),
