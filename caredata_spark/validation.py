@@ -15,7 +15,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from caredata_spark import reasons
-from caredata_spark.arrays import present
 from caredata_spark.clinical_codes import clean_icd10, clean_opcs4, clean_snomed_id, snomed_id_status
 from caredata_spark.contract import Dataset
 from caredata_spark.identifiers import (
@@ -46,6 +45,18 @@ def _value(col: Column) -> Column:
 
 def _tagged(code: str, column: str) -> Column:
     return F.lit(f"{code}:{column}")
+
+
+def _codes(*candidates: Column) -> Column:
+    """The non-null codes among `candidates`, as an array (empty when all are null).
+
+    Not `F.filter`/`array_compact`: a higher-order function has no generated code, so Spark
+    would evaluate every rule beneath it interpreted, and again beside the generated code
+    that computes the same rules for the clean columns (the 100k bench's GP events validated
+    in 12.4 s instead of 16.2 s). `array_except` is generated code; the candidates are
+    distinct by construction (each names its field), so its de-duplication changes nothing.
+    """
+    return F.array_except(F.array(*candidates), F.array(F.lit(None).cast("string")))
 
 
 def record_key(dataset: Dataset) -> Column:
@@ -120,12 +131,12 @@ def _judged(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
         ]
         activity_bad = F.when(invalid(dataset.activity_date), _tagged(reasons.DATE_BAD, dataset.activity_date))
         snomed = [F.col("snomed_reason")] if "SNOMED_CODE" in dataset.columns else []
-        quarantine = present(F.col("parse_problem"), *required_missing, activity_bad, *snomed)
+        quarantine = _codes(F.col("parse_problem"), *required_missing, activity_bad, *snomed)
 
         out_of_order = {
             later: F.col(earlier) > F.col(later) for earlier, later in DATE_ORDER.get(dataset.name, ())
         }
-        flags = present(
+        flags = _codes(
             *[F.col(f"{field}_reason") for field in ("nhs", "dob", "sex", "postcode")],
             *[F.when(invalid(c), _tagged(reasons.DATE_BAD, c)) for c in dataset.dates if c != dataset.activity_date],
             *[F.when(bad, _tagged(reasons.DATES_OUT_OF_ORDER, later)) for later, bad in out_of_order.items()],

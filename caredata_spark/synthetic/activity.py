@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from caredata_spark.arrays import present
 from caredata_spark.contract import DATASETS
 from caredata_spark.objections import ObjectionCodes
 from caredata_spark.synthetic.catalogues import Catalogue, CodeBook
@@ -242,8 +241,9 @@ def _objection_events(codes: ObjectionCodes) -> Column:
             F.struct(F.lit(type_codes.dissent[0]).alias("code"), F.col(dissent_on).alias("day")),
             F.struct(F.lit(type_codes.withdrawn[0]).alias("code"), F.col(withdrawn_on).alias("day")),
         ]
-    return present(
-        *(F.when(e["day"].isNotNull() & ((F.col("reg") == 0) | (e["day"] < F.col("dereg_date"))), e) for e in events)
+    return F.filter(
+        F.array(*events),
+        lambda e: e["day"].isNotNull() & ((F.col("reg") == 0) | (e["day"] < F.col("dereg_date"))),
     )
 
 
@@ -327,7 +327,10 @@ def hes_apc(people: DataFrame, plan: Plan) -> Rows:
     )
     episode_end = F.date_add(F.col("record_date"), stay.cast("int"))
     finished = F.when(episode_end <= F.lit(settings.end), episode_end)
-    conditions = present(*(F.when(F.col(condition_column(c.name)), F.lit(c.icd10)) for c in settings.conditions))
+    conditions = F.filter(
+        F.array(*(F.when(F.col(condition_column(c.name)), F.lit(c.icd10)) for c in settings.conditions)),
+        lambda code: code.isNotNull(),
+    )
     secondary = _codes(
         hospital.apc_max_diagnoses,
         lambda i: book.apc_secondary.draw(draws, "hes_apc/secondary", *keys, i, stratum=stratum),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from caredata_spark.arrays import present
 from caredata_spark.synthetic.geography import PSEUDO_POSTCODES
 from caredata_spark.synthetic.sampling import Draws, constant_at
 from caredata_spark.synthetic.settings import DirtyRates, NoiseRates
@@ -149,7 +148,10 @@ def with_identifier_noise(rates: NoiseRates, draws: Draws, stream: str, keys: Se
             )
             .withColumn(
                 "noise",
-                present(*map(F.col, ("_nhs_kind", "_dob_kind", "_sex_kind", "_postcode_kind", "_format_kind"))),
+                F.filter(
+                    F.array("_nhs_kind", "_dob_kind", "_sex_kind", "_postcode_kind", "_format_kind"),
+                    lambda kind: kind.isNotNull(),
+                ),
             )
             .drop("_nhs_kind", "_dob_kind", "_sex_kind", "_postcode_kind", "_postcode", "_format_kind")
         )

@@ -13,7 +13,6 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from caredata_spark.arrays import present
 from caredata_spark.synthetic.catalogues import OLDEST_AGE
 from caredata_spark.synthetic.geography import Layout, div, practice_code, provider_code
 from caredata_spark.synthetic.sampling import Categorical, Draws, constant_at, stratum_index
@@ -245,7 +244,10 @@ def _with_health(settings: SynthSettings, draws: Draws):
             )
         return people.withColumn(
             "conditions",
-            present(*(F.when(F.col(condition_column(c.name)), F.lit(c.name)) for c in settings.conditions))
+            F.filter(
+                F.array(*(F.when(F.col(condition_column(c.name)), F.lit(c.name)) for c in settings.conditions)),
+                lambda name: name.isNotNull(),
+            )
             if settings.conditions
             else F.array().cast("array<string>"),
         )
