@@ -48,15 +48,8 @@ def _tagged(code: str, column: str) -> Column:
 
 
 def _codes(*candidates: Column) -> Column:
-    """The non-null codes among `candidates`, as an array (empty when all are null).
-
-    Not `F.filter`/`array_compact`: a higher-order function has no generated code, so Spark
-    would evaluate every rule beneath it interpreted, and again beside the generated code
-    that computes the same rules for the clean columns (the 100k bench's GP events validated
-    in 12.4 s instead of 16.2 s). `array_except` is generated code; the candidates are
-    distinct by construction (each names its field), so its de-duplication changes nothing.
-    """
-    return F.array_except(F.array(*candidates), F.array(F.lit(None).cast("string")))
+    """The non-null codes among `candidates`, as an array (empty when all are null)."""
+    return F.filter(F.array(*candidates), lambda c: c.isNotNull())
 
 
 def record_key(dataset: Dataset) -> Column:
