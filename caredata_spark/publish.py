@@ -53,7 +53,7 @@ from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.publication_site import SiteTable, write_site
 from caredata_spark.publication_tables import Filter, Publication, Sources, load_publication
 from caredata_spark.publications import next_number, record_publication
-from caredata_spark.storage import DeltaStore
+from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore
 from caredata_spark.suppression import protect_table
 from caredata_spark.tables import HES_DATASETS, LINK_MAP, SUBMISSIONS, clinical, green, table_path
 
@@ -570,7 +570,7 @@ def _publish_tables(wh: Warehouse, publication: Publication, result: PublishResu
                         metrics["refused"] = True
                         continue
                     path = table_path(warehouse, green(name))
-                    store.write(table.public, path, mode="overwrite")
+                    store.write(table.public, path, mode="overwrite", properties=ARCHIVE_PROPERTIES)
                     result.versions[name] = store.version(path)  # type: ignore[assignment]
                     public = public_frame(store.read(path, version=result.versions[name]))
                     metrics.update(table.summary)

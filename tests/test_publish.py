@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from chispa import assert_df_equality
+from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -44,7 +45,7 @@ from caredata_spark.publish import (
     publish,
     require_all_published,
 )
-from caredata_spark.storage import DeltaStore, open_store
+from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore, open_store
 from caredata_spark.submissions import LEDGER
 from caredata_spark.tables import AUDIT, LINK_MAP, PUBLICATIONS, SUBMISSIONS, clinical, green, table_path
 
@@ -335,6 +336,8 @@ def test_every_table_is_published_to_delta(published: Published, built: Built) -
     assert published.result.refused == {}
     for name in names:
         assert green_table(published, built, name).count() > 0, name
+        configuration = DeltaTable(table_path(str(built.root), green(name))).metadata().configuration
+        assert configuration.items() >= ARCHIVE_PROPERTIES.items(), name  # archives: never vacuumed
 
 
 def _matching(values: pd.Series, f: Filter) -> pd.Series:

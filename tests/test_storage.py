@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.config import StorageSettings
-from caredata_spark.storage import DeltaStore, SchemaMismatchError, StorageError, Txn, open_store
+from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore, SchemaMismatchError, StorageError, Txn, open_store
 
 ROWS = [
     (1, "RTH", dt.date(2024, 1, 5), "E119", 2.5),
@@ -185,6 +185,21 @@ def test_record_keys_are_never_file_statistics(spark: SparkSession, store: Delta
         assert stats["minValues"]["id"] in (1, 3) and "code" in stats["maxValues"]
         assert all("record_key" not in stats.get(kind, {}) for kind in ("minValues", "maxValues", "nullCount"))
     assert "A81001/P" not in "".join(p.read_text() for p in (path / "_delta_log").glob("*.json"))
+
+
+def test_an_archive_table_keeps_its_old_versions_from_vacuums(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    """Green tables: an operator's vacuum with the default retention removes nothing, and a
+    short retention is refused, so every version a publication recorded stays readable."""
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path, mode="overwrite", properties=ARCHIVE_PROPERTIES)
+    store.write(frame(spark).filter(F.col("id") == 1), path, mode="overwrite", properties={"delta.appendOnly": "true"})
+    table = DeltaTable(path)
+    assert table.metadata().configuration.items() >= ARCHIVE_PROPERTIES.items()
+    assert "delta.appendOnly" not in table.metadata().configuration  # properties apply on creation only
+    assert table.vacuum(dry_run=False) == []
+    with pytest.raises(Exception, match="minimum retention for vacuum"):
+        table.vacuum(retention_hours=24, dry_run=False)
+    assert_df_equality(store.read(path, version=0), frame(spark), ignore_row_order=True)
 
 
 def test_readable_by_deltalake_and_duckdb(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:

@@ -11,11 +11,12 @@ from pyspark.sql import SparkSession
 
 from caredata_spark.config import StorageSettings
 from caredata_spark.session import delta_connector_available
-from caredata_spark.storage.base import DeltaStore, SchemaMismatchError, StorageError, Txn
+from caredata_spark.storage.base import ARCHIVE_PROPERTIES, DeltaStore, SchemaMismatchError, StorageError, Txn
 from caredata_spark.storage.delta_rs import DeltaRsStore
 from caredata_spark.storage.delta_spark import DeltaSparkStore
 
 __all__ = [
+    "ARCHIVE_PROPERTIES",
     "DeltaRsStore",
     "DeltaSparkStore",
     "DeltaStore",

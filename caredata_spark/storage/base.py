@@ -53,6 +53,18 @@ def stats_properties(schema: StructType, partition_by: Sequence[str]) -> dict[st
     return {STATS_COLUMNS_PROPERTY: ",".join(stated)} if stated else {}
 
 
+# Tables whose every version is evidence (each green table's version a publication
+# recorded): no vacuum removes their old files and no log cleanup their old commits unless
+# told a retention of over 100 years. A raw `VACUUM` or delta-rs `vacuum()` with its default
+# retention deletes nothing, and one given a shorter retention is refused by delta-spark's
+# and delta-rs's retention checks; old versions stay readable after the 30-day log cleanup.
+ARCHIVE_RETENTION = "interval 36500 days"
+ARCHIVE_PROPERTIES: Mapping[str, str] = {
+    "delta.deletedFileRetentionDuration": ARCHIVE_RETENTION,
+    "delta.logRetentionDuration": ARCHIVE_RETENTION,
+}
+
+
 @dataclass(frozen=True)
 class Txn:
     """A Delta application transaction: (app_id, version) is committed at most once.
@@ -158,12 +170,15 @@ class DeltaStore(ABC):
         partition_by: Sequence[str] = (),
         replace: Mapping[str, Sequence[str]] | None = None,
         txn: Txn | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> bool:
         """Commit `df` to the table at `path` in one Delta transaction.
 
         `replace` (with mode="overwrite") replaces only the partitions whose column values
-        are listed, e.g. {"dataset": ["hes_ae"]}. Returns False when `txn` had already been
-        committed, so nothing was written. A failure leaves the table as it was.
+        are listed, e.g. {"dataset": ["hes_ae"]}. `properties` are Delta table properties
+        for the table if this write creates it (e.g. `ARCHIVE_PROPERTIES`). Returns False
+        when `txn` had already been committed, so nothing was written. A failure leaves
+        the table as it was.
         """
         if mode not in ("append", "overwrite"):
             raise ValueError(f"mode must be append or overwrite, got {mode!r}")
@@ -177,15 +192,15 @@ class DeltaStore(ABC):
             done = self.txn_version(path, txn.app_id)
             if done is not None and done >= txn.version:
                 return False
-        properties: dict[str, str] = {}
+        created: dict[str, str] = {}
         if self.exists(path):
             existing = self.schema(path)
             check_schema(path, existing, df.schema)
             df = df.select(*existing.fieldNames())
         else:
-            properties = stats_properties(df.schema, partition_by)
+            created = {**stats_properties(df.schema, partition_by), **(properties or {})}
         with _call_site(self.spark, f"write {path}"):
-            self._write(df, path, mode, list(partition_by), replace, txn, properties)
+            self._write(df, path, mode, list(partition_by), replace, txn, created)
         return True
 
     @abstractmethod
