@@ -73,6 +73,11 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # session time zone is UTC
 
 
+def request_id(at: dt.datetime, prefix: str = "") -> str:
+    """A request's id from its instant (microseconds, UTC), e.g. a release's delivery folder."""
+    return f"{prefix}{at:%Y%m%dT%H%M%S%fZ}"
+
+
 def stamped(entry: AuditEntry, **changes: object) -> AuditEntry:
     """The entry with `changes`, stamped now: the next row of the same request."""
     return replace(entry, at=now(), **changes)  # type: ignore[arg-type]

@@ -133,7 +133,7 @@ def purge_type1(store: DeltaStore, warehouse: str, keys: DataFrame, requester: s
         started = audit.now()
         entry = audit.AuditEntry(
             at=started, action=audit.ERASURE, outcome=audit.STARTED, requester=requester,
-            release_id=started.strftime("erasure-%Y%m%dT%H%M%S%fZ"),
+            release_id=audit.request_id(started, prefix="erasure-"),
         )
         purged = {}
         with audit.audited(store.spark, store, warehouse, entry):

@@ -390,7 +390,7 @@ def release(
     except (ConfigError, ReleaseRefused, KeyMaterialError) as err:
         audit.record(spark, store, warehouse, audit.stamped(entry, reason=str(err)))
         raise ReleaseRefused(f"release refused: {err}") from None
-    release_id = audit.now().strftime("%Y%m%dT%H%M%S%fZ")
+    release_id = audit.request_id(audit.now())
     delivery = Path(out) / agreement.id / release_id
     entry = audit.stamped(entry, release_id=release_id)
     with audit.audited(spark, store, warehouse, entry), release_keys(spark, settings, agreement) as keys:
