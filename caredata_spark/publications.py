@@ -7,8 +7,9 @@ every table of it is written, is what turns them into a set. Readers who need th
 as published read them through `latest_publication`, which time-travels each table to the
 version the last complete publication wrote, and never see a half-made set.
 
-Green tables are never vacuumed by the platform (they hold no personal data, and
-`caredata maintain` leaves them alone), so each recorded version stays readable.
+Green tables are never vacuumed by the platform (they hold no personal data,
+`caredata maintain` leaves them alone, and their `ARCHIVE_PROPERTIES` make every vacuum
+refuse them), so each recorded version stays readable.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ from pyspark.sql import functions as F
 
 from caredata_spark.config import StorageSettings
 from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore, SchemaMismatchError, StorageError, Txn, open_store
+from caredata_spark.storage.base import FILE_RETENTION_PROPERTY as FILE_RETENTION
+from caredata_spark.storage.base import interval_hours
 
 ROWS = [
     (1, "RTH", dt.date(2024, 1, 5), "E119", 2.5),
@@ -189,17 +191,52 @@ def test_record_keys_are_never_file_statistics(spark: SparkSession, store: Delta
 
 def test_an_archive_table_keeps_its_old_versions_from_vacuums(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
     """Green tables: an operator's vacuum with the default retention removes nothing, and a
-    short retention is refused, so every version a publication recorded stays readable."""
+    short retention is refused, by the engine and by the platform's own vacuum alike, so
+    every version a publication recorded stays readable."""
     path = str(tmp_path / "t")
     store.write(frame(spark), path, mode="overwrite", properties=ARCHIVE_PROPERTIES)
-    store.write(frame(spark).filter(F.col("id") == 1), path, mode="overwrite", properties={"delta.appendOnly": "true"})
+    store.write(frame(spark).filter(F.col("id") == 1), path, mode="overwrite", properties=ARCHIVE_PROPERTIES)
+    assert store.version(path) == 1  # the properties were there: no commit of their own
     table = DeltaTable(path)
-    assert table.metadata().configuration.items() >= ARCHIVE_PROPERTIES.items()
-    assert "delta.appendOnly" not in table.metadata().configuration  # properties apply on creation only
+    assert store.properties(path).items() >= ARCHIVE_PROPERTIES.items()
     assert table.vacuum(dry_run=False) == []
     with pytest.raises(Exception, match="minimum retention for vacuum"):
         table.vacuum(retention_hours=24, dry_run=False)
+    with pytest.raises(StorageError, match=r"vacuum of Delta table .*/t with a retention of 0 hours refused: .*36500 days"):
+        store.vacuum(path, retention_hours=0)
+    assert store.vacuum(path, retention_hours=36500 * 24) in (0, None)  # as long as it declares: allowed
     assert_df_equality(store.read(path, version=0), frame(spark), ignore_row_order=True)
+
+
+def test_properties_reach_a_table_created_without_them(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    """A green table published before archives carried properties gets them at its next
+    write, in a commit of their own before the data's; after that, vacuum refuses."""
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path, mode="overwrite")
+    assert FILE_RETENTION not in store.properties(path)
+    assert store.vacuum(path, retention_hours=0) in (0, None)  # no declared retention: allowed
+    store.write(frame(spark, ROWS[:1]), path, mode="overwrite", properties=ARCHIVE_PROPERTIES)
+    assert store.version(path) == 2  # 1: the properties, 2: the data
+    assert store.properties(path).items() >= ARCHIVE_PROPERTIES.items()
+    assert_df_equality(store.read(path), frame(spark, ROWS[:1]), ignore_nullable=True)
+    assert_df_equality(store.read(path, version=1), frame(spark), ignore_row_order=True, ignore_nullable=True)
+    with pytest.raises(StorageError, match="refused"):
+        store.vacuum(path, retention_hours=24)
+
+
+@pytest.mark.parametrize(
+    ("interval", "hours"),
+    [("interval 36500 days", 876000.0), ("interval 1 week", 168.0), ("7 days", 168.0),
+     ("INTERVAL 1 day 12 hours", 36.0), ("interval 90 minutes", 1.5)],
+)
+def test_delta_intervals_in_hours(interval: str, hours: float) -> None:
+    assert interval_hours(interval) == pytest.approx(hours)
+
+
+@pytest.mark.parametrize("interval", ["interval 1 month", "interval", "seven days", "interval 7"])
+def test_an_unreadable_interval_is_an_error(interval: str) -> None:
+    with pytest.raises(ValueError, match="not a Delta interval"):
+        interval_hours(interval)
 
 
 def test_readable_by_deltalake_and_duckdb(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:

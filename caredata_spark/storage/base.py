@@ -59,10 +59,34 @@ def stats_properties(schema: StructType, partition_by: Sequence[str]) -> dict[st
 # retention deletes nothing, and one given a shorter retention is refused by delta-spark's
 # and delta-rs's retention checks; old versions stay readable after the 30-day log cleanup.
 ARCHIVE_RETENTION = "interval 36500 days"
+FILE_RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
 ARCHIVE_PROPERTIES: Mapping[str, str] = {
-    "delta.deletedFileRetentionDuration": ARCHIVE_RETENTION,
+    FILE_RETENTION_PROPERTY: ARCHIVE_RETENTION,
     "delta.logRetentionDuration": ARCHIVE_RETENTION,
 }
+_UNIT_HOURS = {
+    "week": 168.0,
+    "day": 24.0,
+    "hour": 1.0,
+    "minute": 1 / 60,
+    "second": 1 / 3600,
+    "millisecond": 1 / 3_600_000,
+    "microsecond": 1 / 3_600_000_000,
+}
+
+
+def interval_hours(interval: str) -> float:
+    """Hours of a Delta interval property ("interval 7 days", "interval 1 week 12 hours");
+    ValueError for anything else (Delta's retentions take no months or years)."""
+    words = interval.lower().split()
+    if words[:1] == ["interval"]:
+        words = words[1:]
+    if not words or len(words) % 2:
+        raise ValueError(f"not a Delta interval: {interval!r}")
+    try:
+        return sum(float(n) * _UNIT_HOURS[unit.removesuffix("s")] for n, unit in zip(words[::2], words[1::2]))
+    except (KeyError, ValueError):
+        raise ValueError(f"not a Delta interval: {interval!r}") from None
 
 
 @dataclass(frozen=True)
@@ -176,7 +200,8 @@ class DeltaStore(ABC):
 
         `replace` (with mode="overwrite") replaces only the partitions whose column values
         are listed, e.g. {"dataset": ["hes_ae"]}. `properties` are Delta table properties
-        for the table if this write creates it (e.g. `ARCHIVE_PROPERTIES`). Returns False
+        the table must carry (e.g. `ARCHIVE_PROPERTIES`): set when this write creates it,
+        and on an existing table that lacks them in a commit before the data's. Returns False
         when `txn` had already been committed, so nothing was written. A failure leaves
         the table as it was.
         """
@@ -197,6 +222,10 @@ class DeltaStore(ABC):
             existing = self.schema(path)
             check_schema(path, existing, df.schema)
             df = df.select(*existing.fieldNames())
+            current = self.properties(path)
+            lacking = {k: v for k, v in (properties or {}).items() if current.get(k) != v}
+            if lacking:  # a table created before it was given them: its own commit, once
+                self._set_properties(path, lacking)
         else:
             created = {**stats_properties(df.schema, partition_by), **(properties or {})}
         with _call_site(self.spark, f"write {path}"):
@@ -224,14 +253,43 @@ class DeltaStore(ABC):
         return self._delete_keys(path, keys.distinct())
 
     @abstractmethod
+    def properties(self, path: str) -> dict[str, str]:
+        """The table's Delta properties (its metadata `configuration`)."""
+
+    @abstractmethod
+    def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
+        """Set table properties in one commit of their own."""
+
     def vacuum(self, path: str, retention_hours: int) -> int | None:
         """Physically delete the data files no version of the last `retention_hours` reads;
         return how many went (None where the engine does not say).
 
         Versions older than that can no longer be read (time travel to them fails); the
         latest version is unaffected. Erasure vacuums with zero retention: the old versions'
-        files still hold the erased rows, and time travel must not bring them back.
+        files still hold the erased rows, and time travel must not bring them back. A table
+        that declares its own file retention (`delta.deletedFileRetentionDuration`, as
+        archives do) is never vacuumed with a shorter one: the refusal names the table.
         """
+        if not self.exists(path):
+            return 0
+        declared = self.properties(path).get(FILE_RETENTION_PROPERTY)
+        if declared is not None:
+            try:
+                minimum = interval_hours(declared)
+            except ValueError:
+                raise StorageError(
+                    f"vacuum of Delta table {path} refused: its {FILE_RETENTION_PROPERTY} "
+                    f"({declared!r}) is not an interval this platform reads"
+                ) from None
+            if retention_hours < minimum:
+                raise StorageError(
+                    f"vacuum of Delta table {path} with a retention of {retention_hours} hours "
+                    f"refused: the table keeps deleted files for {declared} ({FILE_RETENTION_PROPERTY})"
+                )
+        return self._vacuum(path, retention_hours)
+
+    @abstractmethod
+    def _vacuum(self, path: str, retention_hours: int) -> int | None: ...
 
     @abstractmethod
     def compact(self, path: str) -> tuple[int, int]:

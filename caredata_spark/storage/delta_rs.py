@@ -373,9 +373,16 @@ class DeltaRsStore(DeltaStore):
             raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
         return frame.select(*schema.fieldNames())
 
-    def vacuum(self, path: str, retention_hours: int) -> int | None:
-        if not self.exists(path):
-            return 0
+    def properties(self, path: str) -> dict[str, str]:
+        return dict(self._table(path).metadata().configuration)
+
+    def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
+        try:
+            self._table(path).alter.set_table_properties(dict(properties))
+        except Exception as err:
+            raise StorageError(f"cannot set properties of Delta table {path} ({type(err).__name__})") from err
+
+    def _vacuum(self, path: str, retention_hours: int) -> int | None:
         deleted = self._table(path).vacuum(
             retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False
         )

@@ -111,10 +111,19 @@ class DeltaSparkStore(DeltaStore):
             return 0
         return int((metrics["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
 
-    def vacuum(self, path: str, retention_hours: int) -> int | None:
+    def properties(self, path: str) -> dict[str, str]:
+        detail = self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+        return dict(detail["properties"] or {}) if detail is not None else {}
+
+    def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
+        pairs = ", ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in properties.items())
+        try:
+            self.spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
+        except Exception as err:
+            raise StorageError(f"cannot set properties of Delta table {path} ({type(err).__name__})") from err
+
+    def _vacuum(self, path: str, retention_hours: int) -> int | None:
         """The connector's VACUUM, which logs but does not return what it deleted."""
-        if not self.exists(path):
-            return 0
         key = "spark.databricks.delta.retentionDurationCheck.enabled"
         previous = self.spark.conf.get(key, "true")
         self.spark.conf.set(key, "false")  # retention under 7 days is refused by default
