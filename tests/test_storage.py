@@ -11,13 +11,14 @@ from pathlib import Path
 import duckdb
 import pytest
 from chispa import assert_df_equality
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.config import StorageSettings
 from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore, SchemaMismatchError, StorageError, Txn, open_store
 from caredata_spark.storage.base import FILE_RETENTION_PROPERTY as FILE_RETENTION
+from caredata_spark.storage.base import STATS_COLUMNS_PROPERTY as STATS
 from caredata_spark.storage.base import interval_hours
 
 ROWS = [
@@ -198,7 +199,7 @@ def test_an_archive_table_keeps_its_old_versions_from_vacuums(spark: SparkSessio
     store.write(frame(spark).filter(F.col("id") == 1), path, mode="overwrite", properties=ARCHIVE_PROPERTIES)
     assert store.version(path) == 1  # the properties were there: no commit of their own
     table = DeltaTable(path)
-    assert store.properties(path).items() >= ARCHIVE_PROPERTIES.items()
+    assert store.details(path).properties.items() >= ARCHIVE_PROPERTIES.items()
     assert table.vacuum(dry_run=False) == []
     with pytest.raises(Exception, match="minimum retention for vacuum"):
         table.vacuum(retention_hours=24, dry_run=False)
@@ -213,15 +214,35 @@ def test_properties_reach_a_table_created_without_them(spark: SparkSession, stor
     write, in a commit of their own before the data's; after that, vacuum refuses."""
     path = str(tmp_path / "t")
     store.write(frame(spark), path, mode="overwrite")
-    assert FILE_RETENTION not in store.properties(path)
+    assert FILE_RETENTION not in store.details(path).properties
     assert store.vacuum(path, retention_hours=0) in (0, None)  # no declared retention: allowed
     store.write(frame(spark, ROWS[:1]), path, mode="overwrite", properties=ARCHIVE_PROPERTIES)
     assert store.version(path) == 2  # 1: the properties, 2: the data
-    assert store.properties(path).items() >= ARCHIVE_PROPERTIES.items()
+    assert store.details(path).properties.items() >= ARCHIVE_PROPERTIES.items()
     assert_df_equality(store.read(path), frame(spark, ROWS[:1]), ignore_nullable=True)
     assert_df_equality(store.read(path, version=1), frame(spark), ignore_row_order=True, ignore_nullable=True)
     with pytest.raises(StorageError, match="refused"):
         store.vacuum(path, retention_hours=24)
+
+
+def test_a_table_made_by_another_writer_gets_the_statistics_property(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    """A table created without `delta.dataSkippingStatsColumns` (by delta-spark before the
+    platform set it, or by another tool) carries it from the platform's next write on."""
+    path = str(tmp_path / "t")
+    write_deltalake(path, frame(spark, ROWS[:2]).withColumn("record_key", F.lit("A81001/P1")).toArrow())
+    assert STATS not in store.details(path).properties
+    more = frame(spark, ROWS[2:]).withColumn("record_key", F.lit("A81001/P2"))
+    with pytest.raises(StorageError, match=r"/t refused: the table is partitioned by \(\), the write by \(provider\)"):
+        store.write(more, path, partition_by=["provider"])
+    store.write(more, path)
+    assert store.details(path).properties[STATS] == "id,provider,event_date,code,value"
+    assert store.details(path).partition_columns == ()
+    assert store.version(path) == 2  # 1: the property, 2: the data
+    store.write(frame(spark, ROWS[:1]).withColumn("record_key", F.lit("A81001/P3")), path)
+    assert store.version(path) == 3  # the property was there: no commit of its own
+    assert store.read(path).count() == 5
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ SKIPPING_TYPES = (NumericType, DateType, TimestampType, TimestampNTZType, String
 
 
 def stats_properties(schema: StructType, partition_by: Sequence[str]) -> dict[str, str]:
-    """Table properties at creation: the columns both engines may keep file statistics for
+    """The table property naming the columns both engines may keep file statistics for
     (none when no column is eligible: then no column needs leaving out either)."""
     stated = [
         field.name
@@ -87,6 +87,14 @@ def interval_hours(interval: str) -> float:
         return sum(float(n) * _UNIT_HOURS[unit.removesuffix("s")] for n, unit in zip(words[::2], words[1::2]))
     except (KeyError, ValueError):
         raise ValueError(f"not a Delta interval: {interval!r}") from None
+
+
+@dataclass(frozen=True)
+class TableDetails:
+    """What a table's metadata says beyond its schema."""
+
+    properties: Mapping[str, str]
+    partition_columns: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -200,8 +208,9 @@ class DeltaStore(ABC):
 
         `replace` (with mode="overwrite") replaces only the partitions whose column values
         are listed, e.g. {"dataset": ["hes_ae"]}. `properties` are Delta table properties
-        the table must carry (e.g. `ARCHIVE_PROPERTIES`): set when this write creates it,
-        and on an existing table that lacks them in a commit before the data's. Returns False
+        the table must carry (e.g. `ARCHIVE_PROPERTIES`), as is `stats_properties`: set
+        when this write creates the table, and on an existing table that lacks them (made
+        before they existed, or by another writer) in a commit before the data's. Returns False
         when `txn` had already been committed, so nothing was written. A failure leaves
         the table as it was.
         """
@@ -222,9 +231,15 @@ class DeltaStore(ABC):
             existing = self.schema(path)
             check_schema(path, existing, df.schema)
             df = df.select(*existing.fieldNames())
-            current = self.properties(path)
-            lacking = {k: v for k, v in (properties or {}).items() if current.get(k) != v}
-            if lacking:  # a table created before it was given them: its own commit, once
+            details = self.details(path)
+            if tuple(partition_by) != details.partition_columns:
+                raise StorageError(
+                    f"write to Delta table {path} refused: the table is partitioned by "
+                    f"({', '.join(details.partition_columns)}), the write by ({', '.join(partition_by)})"
+                )
+            wanted = {**stats_properties(existing, details.partition_columns), **(properties or {})}
+            lacking = {k: v for k, v in wanted.items() if details.properties.get(k) != v}
+            if lacking:  # a table created before it was given them: their own commit, once
                 self._set_properties(path, lacking)
         else:
             created = {**stats_properties(df.schema, partition_by), **(properties or {})}
@@ -253,8 +268,8 @@ class DeltaStore(ABC):
         return self._delete_keys(path, keys.distinct())
 
     @abstractmethod
-    def properties(self, path: str) -> dict[str, str]:
-        """The table's Delta properties (its metadata `configuration`)."""
+    def details(self, path: str) -> TableDetails:
+        """The table's Delta properties (metadata `configuration`) and partition columns."""
 
     @abstractmethod
     def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
@@ -272,7 +287,7 @@ class DeltaStore(ABC):
         """
         if not self.exists(path):
             return 0
-        declared = self.properties(path).get(FILE_RETENTION_PROPERTY)
+        declared = self.details(path).properties.get(FILE_RETENTION_PROPERTY)
         if declared is not None:
             try:
                 minimum = interval_hours(declared)

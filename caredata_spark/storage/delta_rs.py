@@ -36,6 +36,7 @@ from caredata_spark.storage.base import (
     UNSTATED_COLUMNS,
     DeltaStore,
     StorageError,
+    TableDetails,
     Txn,
     WriteMode,
     as_nullable,
@@ -373,8 +374,9 @@ class DeltaRsStore(DeltaStore):
             raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
         return frame.select(*schema.fieldNames())
 
-    def properties(self, path: str) -> dict[str, str]:
-        return dict(self._table(path).metadata().configuration)
+    def details(self, path: str) -> TableDetails:
+        metadata = self._table(path).metadata()
+        return TableDetails(dict(metadata.configuration), tuple(metadata.partition_columns))
 
     def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
         try:

@@ -14,6 +14,7 @@ from pyspark.sql.types import StructType
 from caredata_spark.storage.base import (
     DeltaStore,
     StorageError,
+    TableDetails,
     Txn,
     WriteMode,
     write_failed,
@@ -111,9 +112,11 @@ class DeltaSparkStore(DeltaStore):
             return 0
         return int((metrics["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
 
-    def properties(self, path: str) -> dict[str, str]:
+    def details(self, path: str) -> TableDetails:
         detail = self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
-        return dict(detail["properties"] or {}) if detail is not None else {}
+        if detail is None:
+            raise StorageError(f"no Delta table at {path}")
+        return TableDetails(dict(detail["properties"] or {}), tuple(detail["partitionColumns"] or ()))
 
     def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
         pairs = ", ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in properties.items())
