@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from caredata_spark.contract import DATASETS
+from caredata_spark.errors import UsageError
 
 FORMATS = {".csv.enc": "csv.enc", ".csv": "csv", ".parquet": "parquet"}
 HASH_BLOCK = 1 << 20
@@ -50,13 +51,34 @@ def file_format(name: str) -> str | None:
     return None
 
 
+def landing_root(landing: str) -> Path:
+    """The landing zone's folder, or a usage error naming it.
+
+    Driver and executors open submissions as files (hashing, decryption and parsing happen
+    on executors), so the landing zone is a folder all of them see: local in local mode, a
+    shared or mounted file system on a cluster. An object store URI is refused rather than
+    found empty, and so is a folder that is not there: a mistyped path must not look like a
+    day without submissions.
+    """
+    scheme, sep, rest = landing.partition("://")
+    if sep and scheme != "file":
+        raise UsageError(
+            f"landing zone {landing}: a {scheme}:// URI cannot be read as files; give a folder "
+            "that the driver and every executor see (local, NFS, or the bucket mounted)"
+        )
+    root = Path(rest if sep else landing)
+    if not root.is_dir():
+        raise UsageError(f"landing zone {landing} is not a folder (does it exist, and is it mounted?)")
+    return root
+
+
 def discover(landing: str) -> tuple[list[LandedFile], list[str]]:
     """Files laid out as `<landing>/<dataset>/<submitter>/<file>`, and the paths that are not.
 
     Unknown datasets, files at the wrong depth and unknown extensions are returned as
     ignored so the caller can report them: nothing in the landing zone goes unmentioned.
     """
-    root = Path(landing)
+    root = landing_root(landing)
     found: list[LandedFile] = []
     ignored: list[str] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
+import pytest
 from chispa import assert_df_equality
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,9 +15,11 @@ from ingest_data import TYPE1_NHS, VALID_NHS, run, write
 
 from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import encrypt_file
+from caredata_spark.errors import UsageError
 from caredata_spark.identity import generalised
 from caredata_spark.ingest import line_if_rejected, one_per_record
 from caredata_spark.keys import generate_keys, load_public_key
+from caredata_spark.landing import discover
 from caredata_spark.parsing import malformed
 from caredata_spark.tables import (
     DATA_QUALITY,
@@ -271,3 +274,22 @@ def test_line_is_kept_only_for_rejected_rows(spark) -> None:
         "line_number int, line binary, quarantine_reasons array<string>",
     )
     assert_df_equality(rows.transform(line_if_rejected()), expected, ignore_row_order=True)
+
+
+@pytest.mark.parametrize(
+    ("landing", "message"),
+    [("s3a://caredata-landing/", "a s3a:// URI cannot be read as files"), ("{tmp}/no-such-folder", "is not a folder")],
+)
+def test_a_landing_zone_that_cannot_be_read_is_an_error_not_an_empty_day(tmp_path, landing, message) -> None:
+    with pytest.raises(UsageError, match=message) as refused:
+        discover(landing.format(tmp=tmp_path))
+    assert refused.value.exit_code == 2
+
+
+def test_a_file_uri_landing_zone_is_a_folder(tmp_path) -> None:
+    (tmp_path / "gp_events" / "A81001").mkdir(parents=True)
+    (tmp_path / "gp_events" / "A81001" / "extract.csv").write_text("x\n")
+    (tmp_path / "readme.txt").write_text("x")
+    found, ignored = discover(f"file://{tmp_path}")
+    assert [(f.dataset, f.submitter, f.format) for f in found] == [("gp_events", "A81001", "csv")]
+    assert ignored == [str(tmp_path / "readme.txt")]
