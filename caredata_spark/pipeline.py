@@ -8,7 +8,8 @@ step's figures go to `ops/metrics` and to the log as JSON lines; while a step ru
 active Spark stages are logged every 30 seconds (`progress`).
 
 Exit codes a scheduler can act on: 0 done; 3 done, but some inputs were refused (see the
-ingest ledger); 1 a step failed (re-run to resume); 2 usage or configuration error.
+ingest ledger), also when the run completes on a later attempt, or is repeated; 1 a step
+failed (re-run to resume); 2 usage or configuration error.
 """
 
 from __future__ import annotations
@@ -93,6 +94,24 @@ def _finished_steps(context: Context, run_date: dt.date) -> set[str]:
     return {r["step"] for r in rows}
 
 
+def _refused_earlier(context: Context, run_date: dt.date, steps: set[str]) -> bool:
+    """Whether a step of `steps`, finished by an earlier attempt at `run_date`, refused inputs.
+
+    A run that refused files and then died resumes without re-running that step; its exit
+    code must still say so, or the refusal alert of a resumed run would be lost.
+    """
+    path = table_path(context.require("warehouse"), METRICS)
+    if not steps or not context.store.exists(path):
+        return False
+    rows = (
+        context.store.read(path)
+        .filter((F.col("run_date") == F.lit(run_date)) & F.col("step").isin(*sorted(steps)))
+        .select("metrics")
+        .collect()  # one row per finished step of one date
+    )
+    return any(json.loads(r["metrics"]).get("refused") for r in rows)
+
+
 def _record(context: Context, run_date: dt.date, step: str, status: str, seconds: float | None, error: str | None) -> None:
     row = context.spark.createDataFrame(
         [(run_date, step, status, None, seconds, error)], LEDGER_SCHEMA
@@ -111,7 +130,7 @@ def run_pipeline(context: Context, run_date: dt.date, steps: tuple[Step, ...] = 
     """Run the steps not yet finished for `run_date`; figures per step that ran."""
     done = _finished_steps(context, run_date)
     figures: dict[str, dict[str, Any]] = {}
-    refused = False
+    refused = _refused_earlier(context, run_date, done & {step.name for step in steps})
     for step in steps:
         if step.name in done:
             log_event(LOG, "pipeline.skip", step=step.name, run_date=run_date, reason="finished")

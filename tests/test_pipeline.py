@@ -72,3 +72,27 @@ def test_refused_inputs_finish_the_run_with_exit_code_3(spark: SparkSession, tmp
     assert isinstance(refused.value, InputRefused) and refused.value.exit_code == 3
     ledger = context(spark, tmp_path).store.read(table_path(str(tmp_path), PIPELINE_RUNS))
     assert ledger.filter(F.col("status") == "finished").count() == 2
+
+
+def test_a_resumed_run_still_reports_the_inputs_an_earlier_attempt_refused(spark: SparkSession, tmp_path: Path) -> None:
+    """Ingest refuses a file, then link dies: the attempt that completes the run (and any
+    repeat of it) ends with exit 3 too, or the scheduler's refusal alert would be lost."""
+    broken = {"link": True}
+    refusals = {"files": 1}
+
+    def link(ctx: Context, day: dt.date) -> dict:
+        if broken["link"]:
+            raise RuntimeError("executor lost")
+        return {"rows": 1}
+
+    steps = (Step("ingest", lambda ctx, day: {"refused": refusals["files"]}), Step("link", link))
+    ctx = context(spark, tmp_path)
+    with pytest.raises(StepFailed):
+        run_pipeline(ctx, DAY, steps)
+    broken["link"] = False
+    with pytest.raises(SomeInputsRefused):
+        run_pipeline(ctx, DAY, steps)
+    with pytest.raises(SomeInputsRefused):
+        run_pipeline(ctx, DAY, steps)  # repeating the finished run changes nothing, says the same
+    refusals["files"] = 0
+    assert set(run_pipeline(ctx, DAY + dt.timedelta(days=1), steps)) == {"ingest", "link"}  # per date
