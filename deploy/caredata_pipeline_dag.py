@@ -1,4 +1,4 @@
-"""Airflow DAGs: the caredata pipeline once a day (`deploy/submit.sh run --date {{ ds }}`)
+"""Airflow DAGs: the caredata pipeline once a day (`deploy/submit.sh run --date <day it runs>`)
 and table upkeep once a week (`deploy/submit.sh maintain`).
 
 Copy this file into the Airflow DAGs folder, set the Airflow Variables below (or edit the
@@ -7,7 +7,9 @@ pipeline run on the same warehouse:
 
     airflow pools set caredata_warehouse 1 "one caredata job per warehouse at a time"
 
-Nothing in the repository imports this file; it needs Airflow 2.7+ only where it runs.
+Nothing in the repository imports this file; it needs Airflow 2.7+ (2.x or 3.x) only where it
+runs. Alerts are e-mails: configure SMTP ([smtp] smtp_host/smtp_port/smtp_mail_from/smtp_starttls
+and, on Airflow 3, the `smtp_default` connection too); see deploy/README.md.
 
 The pipeline task maps `caredata run`'s exit codes to what a scheduler should do:
 
@@ -15,6 +17,8 @@ The pipeline task maps `caredata run`'s exit codes to what a scheduler should do
     1  a step failed; a re-run resumes it     retried (with back-off), then failed + alert
     2  usage or configuration error            failed at once, no retry (a retry cannot help)
     3  done, but some inputs were refused      success, and an alert to the data managers
+                                              (if that alert cannot be sent: retried, and the
+                                              retry, finding the run done, exits 3 again)
     killed by a signal (lost node, OOM kill)  retried, like 1: the run resumes where it died
 
 A retry re-runs the same `--date`; the run ledger (`ops/pipeline_runs`) skips finished
@@ -30,38 +34,66 @@ import os
 import shlex
 import subprocess
 
-from airflow import DAG
-from airflow.exceptions import AirflowException, AirflowFailException
-from airflow.models import Variable
-from airflow.operators.python import PythonOperator
 from airflow.utils.email import send_email
 
-REPO = Variable.get("caredata_repo", default_var="/opt/caredata-spark")
-SPARK_SUBMIT = Variable.get("caredata_spark_submit", default_var="spark-submit")
-MASTER = Variable.get("caredata_master", default_var="spark://spark-master:7077")
-DELTA = Variable.get("caredata_delta_package", default_var="io.delta:delta-spark_2.13:4.0.0")
-ALERTS = Variable.get("caredata_alert_email", default_var="safe-haven-ops@example.nhs.uk")
+try:  # Airflow 3
+    from airflow.sdk import DAG, Variable
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    def setting(key: str, default: str) -> str:
+        return Variable.get(key, default=default)
+
+except ImportError:  # Airflow 2.7-2.10
+    from airflow import DAG
+    from airflow.models import Variable
+    from airflow.operators.python import PythonOperator
+
+    def setting(key: str, default: str) -> str:
+        return Variable.get(key, default_var=default)
+
+try:  # Airflow 3.1+ (the airflow.exceptions names are deprecated there)
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+except ImportError:
+    from airflow.exceptions import AirflowException, AirflowFailException
+
+try:  # Airflow 3.1+
+    from airflow.sdk import CronTriggerTimetable
+except ImportError:  # Airflow 2.7-3.0
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+DEFAULT_ALERTS = "safe-haven-ops@example.nhs.uk"
+# read when the file is parsed, for the failure e-mails; the others are read when a task runs
+# (on Airflow 3 a Variable read outside the DAG processor or a task, e.g. while `airflow tasks
+# test` parses the file, silently falls back to the default)
+ALERTS = setting("caredata_alert_email", DEFAULT_ALERTS)
 
 POOL = "caredata_warehouse"  # one slot: the pipeline and upkeep never run at once
 
-DONE, STEP_FAILED, USAGE, INPUTS_REFUSED = 0, 1, 2, 3
+# Trigger timetables on Airflow 2 and 3 alike: a run's logical date is the moment it runs,
+# so the 02:00 run of day D passes `--date D`, as the cron file does (with a plain cron
+# string, Airflow 2 would pass D-1: the start of its data interval). UK time, like the
+# submission window; 02:00 London is 01:00 or 02:00 UTC, the same calendar day.
+TIMEZONE = "Europe/London"
+DAILY_0200 = CronTriggerTimetable("0 2 * * *", timezone=TIMEZONE)
+SUNDAY_0600 = CronTriggerTimetable("0 6 * * 0", timezone=TIMEZONE)
 
-# the cluster's spark-submit command line lives in one place, deploy/submit.sh
-SUBMIT = f"{REPO}/deploy/submit.sh"
-SUBMIT_ENV = {
-    **os.environ,
-    "CAREDATA_REPO": REPO,
-    "CAREDATA_SPARK_SUBMIT": SPARK_SUBMIT,
-    "CAREDATA_MASTER": MASTER,
-    "CAREDATA_DELTA_PACKAGE": DELTA,
-}
+DONE, STEP_FAILED, USAGE, INPUTS_REFUSED = 0, 1, 2, 3
 
 
 def submitted(job: str, *args: str) -> int:
     """`submit.sh JOB ARGS`; its exit code, with usage errors failing the task at once."""
-    command = [SUBMIT, job, *args]
+    repo = setting("caredata_repo", "/opt/caredata-spark")
+    env = {
+        **os.environ,
+        "CAREDATA_REPO": repo,
+        "CAREDATA_SPARK_SUBMIT": setting("caredata_spark_submit", "spark-submit"),
+        "CAREDATA_MASTER": setting("caredata_master", "spark://spark-master:7077"),
+        "CAREDATA_DELTA_PACKAGE": setting("caredata_delta_package", "io.delta:delta-spark_2.13:4.0.0"),
+    }
+    # the cluster's spark-submit command line lives in one place, deploy/submit.sh
+    command = [f"{repo}/deploy/submit.sh", job, *args]
     print("running:", shlex.join(command), flush=True)
-    code = subprocess.run(command, check=False, env=SUBMIT_ENV).returncode
+    code = subprocess.run(command, check=False, env=env).returncode
     what = shlex.join(["caredata", job, *args])
     if code == USAGE:
         raise AirflowFailException(f"{what}: usage or configuration error (exit 2)")
@@ -70,18 +102,38 @@ def submitted(job: str, *args: str) -> int:
     return code
 
 
-def run_pipeline(run_date: str) -> None:
-    """One `caredata run` for `run_date`; its exit code decides retry, failure or alert."""
+def run_date_of(context: dict) -> str:
+    """The run's logical date (the day it runs, as cron's `date +%F`, under DAILY_0200).
+
+    A run triggered on Airflow 3 without a logical date has none ('ds' is undefined there):
+    the day it was triggered then.
+    """
+    when = context.get("logical_date") or context["dag_run"].run_after
+    return when.strftime("%Y-%m-%d")
+
+
+def run_pipeline(**context) -> None:
+    """One `caredata run` for the run's date; its exit code decides retry, failure or alert."""
+    run_date = run_date_of(context)
     if submitted("run", "--date", run_date) == INPUTS_REFUSED:
-        send_email(
-            to=ALERTS,
-            subject=f"caredata run {run_date}: submissions refused",
-            html_content=(
-                f"The pipeline run of {run_date} finished, but some submissions were refused. "
-                "Their reasons are in the ingest/submissions table (status = 'refused'); the "
-                "submitters need to send corrected files, which the next run picks up."
-            ),
-        )
+        alerts = setting("caredata_alert_email", DEFAULT_ALERTS)
+        try:
+            send_email(
+                to=alerts,
+                subject=f"caredata run {run_date}: submissions refused",
+                html_content=(
+                    f"The pipeline run of {run_date} finished, but some submissions were refused. "
+                    "Their reasons are in the ingest/submissions table (status = 'refused'); the "
+                    "submitters need to send corrected files, which the next run picks up."
+                ),
+            )
+        except Exception as err:
+            # retried: the retry finds every step finished and exits 3 again, so it sends
+            # the alert again instead of turning green without it
+            raise AirflowException(
+                f"caredata run {run_date} finished with refused submissions (exit 3), but the "
+                f"alert to {alerts} could not be sent ({type(err).__name__}); a retry sends it"
+            ) from err
 
 
 def maintain() -> None:
@@ -104,23 +156,19 @@ DEFAULT_ARGS = {
 with DAG(
     dag_id="caredata_pipeline",
     description="ingest -> link -> publish -> due releases, daily",
-    schedule="0 2 * * *",  # after the overnight submission window closes
+    schedule=DAILY_0200,  # after the overnight submission window closes
     start_date=dt.datetime(2025, 4, 1),
     catchup=False,
     max_active_runs=1,  # runs share one warehouse; the ledger assumes one writer at a time
     default_args=DEFAULT_ARGS,
     tags=["caredata"],
 ) as pipeline_dag:
-    PythonOperator(
-        task_id="caredata_run",
-        python_callable=run_pipeline,
-        op_kwargs={"run_date": "{{ ds }}"},
-    )
+    PythonOperator(task_id="caredata_run", python_callable=run_pipeline)
 
 with DAG(
     dag_id="caredata_maintain",
     description="compaction, vacuum and Delta log tidy of the warehouse's tables, weekly",
-    schedule="0 6 * * 0",  # Sundays, after the night's pipeline run (the pool keeps them apart)
+    schedule=SUNDAY_0600,  # after the night's pipeline run (the pool keeps them apart)
     start_date=dt.datetime(2025, 4, 1),
     catchup=False,
     max_active_runs=1,
