@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +21,24 @@ def demo_conf(root: Path) -> Path:
     path = root / "demo.yaml"
     path.write_text(yaml.safe_dump(settings), encoding="utf-8")
     return path
+
+
+# what a demo run generates under its folder (keys are kept and reused)
+GENERATED = ("landing", "truth", "warehouse", "publication")
+
+
+def clear_previous(root: Path) -> list[str]:
+    """Remove what an earlier demo generated in `root`, so `make demo` can run again.
+
+    Only in a folder an earlier demo made (it holds the demo's `demo.yaml`), and only the
+    folders the demo itself writes: synth refuses to write over a landing zone.
+    """
+    if not (root / "demo.yaml").is_file():
+        return []
+    removed = [name for name in GENERATED if (root / name).exists()]
+    for name in removed:
+        shutil.rmtree(root / name)
+    return removed
 
 
 def steps(root: Path, people: int) -> list[list[str]]:
@@ -41,6 +60,9 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    removed = clear_previous(root)
+    if removed:
+        print(f"removed the previous demo's {', '.join(removed)} in {root}", flush=True)
     for step in steps(root, args.people):
         print(f"\n== caredata {' '.join(step)}", flush=True)
         code = caredata(step)
