@@ -373,11 +373,16 @@ def ledger_rows(
 
 
 def ingest(
-    spark: SparkSession, store: DeltaStore, settings: Settings, landing: str, warehouse: str
+    spark: SparkSession,
+    store: DeltaStore,
+    settings: Settings,
+    landing: str,
+    warehouse: str,
+    retry_refused: bool = False,
 ) -> IngestResult:
     files, ignored = discover(landing)
     with stage(LOG, "ingest.plan", landing=landing) as metrics:
-        run_id, plan, resumed = plan_run(spark, store, warehouse, files)
+        run_id, plan, resumed = plan_run(spark, store, warehouse, files, retry_refused)
         metrics.update(run_id=run_id, files=len(plan), resumed=resumed, ignored=len(ignored))
     result = IngestResult(run_id=run_id, resumed=resumed, files=len(plan), ignored=ignored)
     if not plan:
@@ -440,13 +445,18 @@ def quality_summary(store: DeltaStore, warehouse: str, run_id: int) -> dict[str,
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # landing and warehouse are global options
+    parser.add_argument(
+        "--retry-refused",
+        action="store_true",
+        help="read again the landed files the ledger records as refused (after fixing the "
+        "platform's side, e.g. the transport key); files with faults of their own are refused again",
+    )
 
 
 def _run(context: Context, args: argparse.Namespace) -> None:
     result = ingest(
         context.spark, context.store, context.settings,
-        context.require("landing"), context.require("warehouse"),
+        context.require("landing"), context.require("warehouse"), retry_refused=args.retry_refused,
     )
     totals = {k: sum(c[k] for c in result.counts.values()) for k in OUTCOMES}
     print(

@@ -112,15 +112,18 @@ def hash_files(spark: SparkSession, files: list[LandedFile]) -> DataFrame:
     return spark.createDataFrame(rows, SUBMISSION_FILES)
 
 
-def new_submissions(ledger: DataFrame) -> Callable[[DataFrame], DataFrame]:
+def new_submissions(ledger: DataFrame, retry_refused: bool = False) -> Callable[[DataFrame], DataFrame]:
     """Keep files whose hash the ledger has not recorded, and one file per hash.
 
-    The ledger has one row per submission ever seen (it grows with files, not people), so
-    it is broadcast to the anti-join.
+    `retry_refused`: files the ledger records only as refused count as new, for an operator
+    who fixed the platform's side of a refusal (a wrong transport key installed, say); a
+    file refused for its own faults is refused again. The ledger has one row per
+    submission and run (it grows with files, not people), so it is broadcast to the anti-join.
     """
 
     def transform(files: DataFrame) -> DataFrame:
-        seen = ledger.select("submission_id").distinct()
+        recorded = ledger.filter(F.col("status") == "ingested") if retry_refused else ledger
+        seen = recorded.select("submission_id").distinct()
         first_per_hash = files.groupBy("submission_id").agg(F.min("path").alias("path"))
         return (
             files.join(first_per_hash, on=["submission_id", "path"], how="inner")

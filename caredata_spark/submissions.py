@@ -82,9 +82,10 @@ def read_or_empty(spark: SparkSession, store: DeltaStore, path: str, schema: Str
 
 
 def plan_run(
-    spark: SparkSession, store: DeltaStore, warehouse: str, files: list[LandedFile]
+    spark: SparkSession, store: DeltaStore, warehouse: str, files: list[LandedFile], retry_refused: bool = False
 ) -> tuple[int, list[PlannedFile], bool]:
-    """(run id, files, resumed): the unfinished run if there is one, else the new files.
+    """(run id, files, resumed): the unfinished run if there is one, else the new files
+    (with `retry_refused`, also those the ledger records only as refused).
 
     The plan and ledger grow with files, not people, so they are read to the driver.
     """
@@ -97,7 +98,7 @@ def plan_run(
         planned = runs.filter(F.col("run_id") == last).collect()
         return last, [PlannedFile.from_row(r) for r in planned], True
     run_id = (last or 0) + 1
-    plan = [PlannedFile.from_row(r) for r in hash_files(spark, files).transform(new_submissions(ledger)).collect()]
+    plan = [PlannedFile.from_row(r) for r in hash_files(spark, files).transform(new_submissions(ledger, retry_refused)).collect()]
     if plan:
         rows = spark.createDataFrame(
             [(run_id, p.submission_id, p.path, p.dataset, p.submitter, p.format, p.bytes, None) for p in plan],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import encrypt_file
 from caredata_spark.errors import UsageError
 from caredata_spark.identity import generalised
-from caredata_spark.ingest import line_if_rejected, one_per_record
+from caredata_spark.config import Settings
+from caredata_spark.ingest import ingest, line_if_rejected, one_per_record
 from caredata_spark.keys import generate_keys, load_public_key
 from caredata_spark.landing import discover
 from caredata_spark.parsing import malformed
@@ -172,6 +175,33 @@ def test_encrypted_submissions_and_refusals(spark, delta_rs, keys, tmp_path, cap
     ledger = {r["file"]: r["status"] for r in delta_rs.read(table_path(str(warehouse), SUBMISSIONS)).collect()}
     assert ledger[str(good)] == "ingested" and ledger[str(tampered)] == "refused"
     assert VALID_NHS not in caplog.text
+
+
+def test_refused_files_are_read_again_only_when_an_operator_asks(spark, delta_rs, keys, tmp_path) -> None:
+    """The platform held the wrong transport key, so a good envelope was refused. With the
+    right key installed a plain run still skips it (same bytes, already in the ledger);
+    `retry_refused` reads it, and refuses again a file whose fault is its own."""
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    plain = write(tmp_path / "outbox", "hes_ae", "RTH", "ae.csv", [AE_HEADER, *DIRTY_AE[:3]])
+    envelope = landing / "hes_ae" / "RTH" / "ae.csv.enc"
+    envelope.parent.mkdir(parents=True)
+    encrypt_file(plain, envelope, load_public_key(Path(keys.directory) / "transport.pub"))
+    bad = write(landing, "hes_ae", "RZZ", "bad-header.csv", ["AEKEY,PROCODE", "A,B"])
+    mixed_up = tmp_path / "mixed-up-keys"  # the right keys, but another transport key
+    shutil.copytree(keys.directory, mixed_up)
+    generate_keys(tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "transport.key", mixed_up / "transport.key")
+
+    first = run(spark, delta_rs, dataclasses.replace(keys, directory=str(mixed_up)), landing, warehouse)
+    assert set(first.refused) == {str(envelope), str(bad)}
+    assert run(spark, delta_rs, keys, landing, warehouse).files == 0
+    retried = ingest(spark, delta_rs, Settings(keys=keys), str(landing), str(warehouse), retry_refused=True)
+    assert (retried.files, set(retried.refused)) == (2, {str(bad)})
+    assert delta_rs.read(table_path(str(warehouse), clinical("hes_ae"))).count() == 3
+    again = ingest(spark, delta_rs, Settings(keys=keys), str(landing), str(warehouse), retry_refused=True)
+    assert (again.files, set(again.refused)) == (1, {str(bad)})  # the ingested one is not read twice
+    ledger = delta_rs.read(table_path(str(warehouse), SUBMISSIONS)).filter(F.col("file") == str(envelope))
+    assert [r["status"] for r in ledger.orderBy("run_id").collect()] == ["refused", "ingested"]
 
 
 def test_parquet_submission_with_other_column_order_and_types(spark, delta_rs, keys, tmp_path) -> None:
