@@ -124,7 +124,9 @@ def run_pipeline(**context) -> None:
                 html_content=(
                     f"The pipeline run of {run_date} finished, but some submissions were refused. "
                     "Their reasons are in the ingest/submissions table (status = 'refused'); the "
-                    "submitters need to send corrected files, which the next run picks up."
+                    "submitters need to send corrected files, which the next run picks up. Where "
+                    "the reason is the platform's own (a wrong transport key, say), fix it and run "
+                    "`caredata ingest --retry-refused`."
                 ),
             )
         except Exception as err:

@@ -33,7 +33,7 @@ for attempt in $(seq 0 "$RETRIES"); do
   case "$code" in
     0) exit 0 ;;
     2) alert "usage or configuration error (exit 2); fix it, then re-run"; exit 2 ;;
-    3) alert "finished, but some submissions were refused: see ingest/submissions"; exit 3 ;;
+    3) alert "finished, but some submissions were refused: see ingest/submissions (a fault of the platform's own, e.g. a wrong transport key: fix it, then caredata ingest --retry-refused)"; exit 3 ;;
   esac
   if (( attempt < RETRIES )); then
     echo "caredata run ${RUN_DATE}: exit ${code}, attempt $((attempt + 1)); resuming in ${DELAY}s" >&2
