@@ -71,6 +71,7 @@ class KeySettings:
 class Settings:
     landing: str | None = None
     warehouse: str | None = None
+    submitters: str | None = None  # submitter register (caredata_spark/organisations.py)
     spark: SparkSettings = field(default_factory=SparkSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     keys: KeySettings = field(default_factory=KeySettings)

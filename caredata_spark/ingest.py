@@ -42,6 +42,7 @@ from caredata_spark.objections import (
     without,
 )
 from caredata_spark.observability import get_logger, log_event, stage
+from caredata_spark.organisations import SubmitterRegister, load_register
 from caredata_spark.parsing import header_columns, missing_columns, parquet_rows, parse_lines
 from caredata_spark.purge import newly_objecting, purge_type1
 from caredata_spark.quarantine import quarantine_rows
@@ -119,16 +120,28 @@ def _files_frame(spark: SparkSession, plan: list[PlannedFile]) -> DataFrame:
 
 
 def parsed_submissions(
-    spark: SparkSession, plan: list[PlannedFile], keys: Keys, result: IngestResult
+    spark: SparkSession,
+    plan: list[PlannedFile],
+    keys: Keys,
+    result: IngestResult,
+    register: SubmitterRegister | None = None,
 ) -> dict[str, DataFrame]:
-    """Per dataset, parsed rows of the plan's usable files; refused files go to `result`."""
+    """Per dataset, parsed rows of the plan's usable files; refused files go to `result`.
+
+    A file from a submitter the `register` does not hold is refused before it is opened.
+    """
     by_id = {p.submission_id: p for p in plan}
-    csv_files = [p for p in plan if p.format in ("csv", "csv.enc")]
+    refused: dict[str, str] = {}
+    if register is not None:
+        for p in plan:
+            if (problem := register.refusal(p.dataset, p.submitter)) is not None:
+                refused[p.submission_id] = problem
+    registered = [p for p in plan if p.submission_id not in refused]
+    csv_files = [p for p in registered if p.format in ("csv", "csv.enc")]
     inspected = inspect_files(
         spark, [(p.submission_id, p.path, p.format == "csv.enc") for p in csv_files], keys.transport_file
     )
     found: dict[str, list[str]] = {}
-    refused: dict[str, str] = {}
     for p in csv_files:
         header, refusal = inspected[p.submission_id]
         columns = header_columns(header) if header is not None else None
@@ -137,7 +150,7 @@ def parsed_submissions(
             refused[p.submission_id] = problem
         else:
             found[p.submission_id] = columns  # type: ignore[assignment]
-    parquet_files = [p for p in plan if p.format == "parquet"]
+    parquet_files = [p for p in registered if p.format == "parquet"]
     for p in parquet_files:
         problem = _file_header_problems(_parquet_columns(p.path), DATASETS[p.dataset])
         if problem:
@@ -381,6 +394,7 @@ def ingest(
     retry_refused: bool = False,
 ) -> IngestResult:
     files, ignored = discover(landing)
+    register = load_register(settings.submitters) if settings.submitters else None  # before any write
     with stage(LOG, "ingest.plan", landing=landing) as metrics:
         run_id, plan, resumed = plan_run(spark, store, warehouse, files, retry_refused)
         metrics.update(run_id=run_id, files=len(plan), resumed=resumed, ignored=len(ignored))
@@ -390,7 +404,7 @@ def ingest(
     files_df = _files_frame(spark, plan)
     with ingest_keys(spark, settings, any(p.format == "csv.enc" for p in plan)) as keys:
         with stage(LOG, "ingest.parse", run_id=run_id) as metrics:
-            parsed = parsed_submissions(spark, plan, keys, result)
+            parsed = parsed_submissions(spark, plan, keys, result, register)
             metrics.update(refused_files=len(result.refused))
         validated = {
             name: rows.transform(validate(DATASETS[name]))

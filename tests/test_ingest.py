@@ -19,10 +19,11 @@ from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import encrypt_file
 from caredata_spark.errors import UsageError
 from caredata_spark.identity import generalised
-from caredata_spark.config import Settings
+from caredata_spark.config import DEFAULT_CONF, ConfigError, Settings
 from caredata_spark.ingest import ingest, line_if_rejected, one_per_record
 from caredata_spark.keys import generate_keys, load_public_key
 from caredata_spark.landing import discover
+from caredata_spark.organisations import load_register
 from caredata_spark.parsing import malformed
 from caredata_spark.tables import (
     DATA_QUALITY,
@@ -202,6 +203,47 @@ def test_refused_files_are_read_again_only_when_an_operator_asks(spark, delta_rs
     assert (again.files, set(again.refused)) == (1, {str(bad)})  # the ingested one is not read twice
     ledger = delta_rs.read(table_path(str(warehouse), SUBMISSIONS)).filter(F.col("file") == str(envelope))
     assert [r["status"] for r in ledger.orderBy("run_id").collect()] == ["refused", "ingested"]
+
+
+def test_a_submitter_the_register_does_not_hold_is_refused_unread(spark, delta_rs, keys, tmp_path) -> None:
+    """A trust's files arrive before the register lists it: refused, then read once it is
+    registered and an operator retries the refused files."""
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    write(landing, "hes_ae", "RTH", "ae.csv", [AE_HEADER, *DIRTY_AE[:3]])
+    late = write(landing, "hes_ae", "RXH", "ae.csv", [AE_HEADER, "AE9,RXH,,1980-05-04,1,LS1 4AB,2024-01-02,01,I10"])
+    register = tmp_path / "submitters.yaml"
+    register.write_text("gp_practices: [A81001]\nhospital_providers: [RTH]\n")
+    settings = Settings(keys=keys, submitters=str(register))
+    first = ingest(spark, delta_rs, settings, str(landing), str(warehouse))
+    assert first.refused == {str(late): f"submitter RXH is not a registered hospital provider (submitter register {register})"}
+    clinical_ae = table_path(str(warehouse), clinical("hes_ae"))
+    assert delta_rs.read(clinical_ae).count() == 3
+    register.write_text("gp_practices: [A81001]\nhospital_providers: [RTH, rxh]\n")
+    retried = ingest(spark, delta_rs, settings, str(landing), str(warehouse), retry_refused=True)
+    assert (retried.files, retried.refused) == (1, {})
+    assert delta_rs.read(clinical_ae).count() == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hospital_providers: [RTH, A81001]\n", r"hospital_providers\[1\]: 'A81001' is not an ODS code of a hospital provider"),
+        ("gp_practices: [A8100]\n", r"gp_practices\[0\]: 'A8100' is not an ODS code of a GP practice"),
+        ("gp_practices: A81001\n", "gp_practices: expected a list of ODS codes"),
+        ("trusts: [RTH]\n", "trusts: unknown field"),
+    ],
+)
+def test_a_bad_submitter_register_names_the_entry(tmp_path, text: str, message: str) -> None:
+    register = tmp_path / "submitters.yaml"
+    register.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_register(str(register))
+
+
+def test_the_example_submitter_register_loads() -> None:
+    register = load_register(str(DEFAULT_CONF.parent / "submitters.example.yaml"))
+    assert register.refusal("gp_events", "A81001") is None and register.refusal("hes_apc", "RA2") is None
+    assert "not a registered GP practice" in register.refusal("gp_patients", "RA0")
 
 
 def test_parquet_submission_with_other_column_order_and_types(spark, delta_rs, keys, tmp_path) -> None:
