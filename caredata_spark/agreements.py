@@ -22,11 +22,11 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
+from caredata_spark.config import CONF_DIR, ConfigError, from_yaml
 from caredata_spark.contract import DATASETS, GP_IDENTITY, HES_IDENTITY, Dataset
 from caredata_spark.errors import InputRefused
 
-DEFAULT_DIRECTORY = DEFAULT_CONF.parent / "agreements"
+DEFAULT_DIRECTORY = CONF_DIR / "agreements"
 AMBER, RED = "amber", "red"
 FLOWS = (AMBER, RED)
 S251, CONSENT, CIVIL_EMERGENCY, PUBLIC_TASK = "s251", "consent", "civil_emergency", "public_task"
@@ -153,10 +153,7 @@ def load_agreement(agreement_id: str, directory: str | Path | None = None) -> Ag
     path = agreement_path(agreement_id, directory)
     if not path.exists():
         raise ConfigError(f"{path}: no such agreement")
-    try:
-        agreement = from_mapping(Agreement, read_yaml(path))
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    agreement = from_yaml(Agreement, path)
     if agreement.id != agreement_id:
         raise ConfigError(f"{path}: id: {agreement.id!r} differs from the file name")
     key = str(path.parent / agreement.recipient.public_key)  # relative to the agreement

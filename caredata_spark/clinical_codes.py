@@ -18,7 +18,7 @@ from pathlib import Path
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
+from caredata_spark.config import CONF_DIR, ConfigError, from_mapping, read_yaml
 from caredata_spark.reasons import (
     BAD_CHECK,
     BAD_FORMAT,
@@ -29,7 +29,7 @@ from caredata_spark.reasons import (
     stripped,
 )
 
-DEFAULT_CODES = DEFAULT_CONF.parent / "codes.yaml"
+DEFAULT_CODES = CONF_DIR / "codes.yaml"
 
 ICD10_PATTERN = r"^[A-Z][0-9]{2}[0-9A-Z]{0,2}$"  # no dot: E119, J45X, I10
 ICD10_CATEGORY_PATTERN = r"^[A-Z][0-9]{2}$"

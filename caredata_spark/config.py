@@ -8,6 +8,7 @@ inside a job.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,7 +21,12 @@ from caredata_spark.errors import UsageError
 
 T = TypeVar("T")
 
-DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+# The reference data (codes, objection codes, publication, agreements) and the default
+# configuration. Beside the package in a checkout; a driver importing the package from
+# the spark-submit zip has no such folder, so schedulers name it (deploy/submit.sh does).
+CONF_DIR_ENV = "CAREDATA_CONF_DIR"
+CONF_DIR = Path(os.environ.get(CONF_DIR_ENV) or Path(__file__).resolve().parent.parent / "conf")
+DEFAULT_CONF = CONF_DIR / "local.yaml"
 
 
 class ConfigError(UsageError, ValueError):
@@ -156,6 +162,15 @@ def read_yaml(path: Path) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
+
+
+def from_yaml(cls: type[T], path: Path) -> T:
+    """A YAML file as dataclass `cls`; an error names the file once, then the field."""
+    data = read_yaml(path)  # its own errors name the file
+    try:
+        return from_mapping(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:

@@ -15,11 +15,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
+from caredata_spark.config import CONF_DIR, ConfigError, from_yaml
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import OBJECTIONS, table_path
 
-DEFAULT_CODES = DEFAULT_CONF.parent / "objections.yaml"
+DEFAULT_CODES = CONF_DIR / "objections.yaml"
 DISSENT, WITHDRAWN = "dissent", "withdrawn"
 EVENTS_COLUMNS = ("record_key", "objection_type", "status", "event_date", "submission_id")
 EVENTS_SCHEMA = "record_key string, objection_type int, status string, event_date date, submission_id string"
@@ -46,10 +46,7 @@ class ObjectionCodes:
 
 def load_objection_codes(path: str | Path | None = None) -> ObjectionCodes:
     source = Path(path) if path else DEFAULT_CODES
-    try:
-        return from_mapping(ObjectionCodes, read_yaml(source))
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+    return from_yaml(ObjectionCodes, source)
 
 
 def objection_events(codes: ObjectionCodes) -> Callable[[DataFrame], DataFrame]:

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caredata_spark.config import ConfigError, from_mapping, read_yaml
+from caredata_spark.config import CONF_DIR, ConfigError, from_yaml, read_yaml
 from caredata_spark.suppression import DisclosurePolicy
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_PUBLICATION = CONF_DIR / "publication.yaml"
 DEFAULT_CODES = CONF_DIR / "codes.yaml"
 
@@ -264,10 +263,7 @@ def load_publication(
 ) -> Publication:
     """Load and validate the table definitions, with code lists resolved to codes."""
     path, codes_path = Path(path), Path(codes_path)
-    try:
-        publication = from_mapping(Publication, read_yaml(path))
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    publication = from_yaml(Publication, path)
     lists = _code_lists(read_yaml(codes_path), str(codes_path))
     try:
         return resolve_code_lists(publication, lists)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # spark-submit of one caredata job on the cluster: `submit.sh JOB [ARGS...]` runs
-# jobs/JOB.py --conf cluster.yaml ARGS with the delta-spark package, the packed environment
-# and the JIT flag, as "Running on a cluster" in the README. Its exit code is the job's.
+# jobs/JOB.py --conf $CAREDATA_CONF_DIR/cluster.yaml ARGS with the delta-spark package, the
+# packed environment and the JIT flag, as "Running on a cluster" in the README. Its exit
+# code is the job's. Python drivers run here (client mode: a standalone master runs no
+# Python driver itself), so configuration and reference data are read from this
+# machine's checkout, named absolutely: the scheduler's working folder does not matter.
 set -uo pipefail
 
 JOB="$1"
@@ -10,6 +13,8 @@ REPO="${CAREDATA_REPO:-/opt/caredata-spark}"
 MASTER="${CAREDATA_MASTER:-spark://spark-master:7077}"
 DELTA="${CAREDATA_DELTA_PACKAGE:-io.delta:delta-spark_2.13:4.0.0}"
 SPARK_SUBMIT="${CAREDATA_SPARK_SUBMIT:-spark-submit}"
+# the driver imports the package from the zip, which holds no conf/: name it (config.py)
+export CAREDATA_CONF_DIR="${CAREDATA_CONF_DIR:-$REPO/conf}"
 
 exec "$SPARK_SUBMIT" \
   --master "$MASTER" \
@@ -20,5 +25,4 @@ exec "$SPARK_SUBMIT" \
   --archives "$REPO/dist/env.tar.gz#env" \
   --conf spark.pyspark.python=./env/bin/python \
   --py-files "$REPO/dist/caredata_spark.zip" \
-  --files "$REPO/conf/cluster.yaml" \
-  "$REPO/jobs/$JOB.py" --conf cluster.yaml "$@"
+  "$REPO/jobs/$JOB.py" --conf "$CAREDATA_CONF_DIR/cluster.yaml" "$@"

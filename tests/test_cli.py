@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from caredata_spark.cli import _commands
+from caredata_spark.config import CONF_DIR_ENV
 from caredata_spark.demo import clear_previous
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
@@ -31,3 +36,20 @@ def test_a_second_demo_replaces_what_the_first_generated_and_nothing_else(tmp_pa
     (tmp_path / "demo.yaml").write_text("landing: x\n")
     assert clear_previous(tmp_path) == ["landing", "warehouse"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.yaml", "keys", "notes"]
+
+
+def test_a_driver_importing_the_spark_submit_zip_finds_conf_through_the_environment(tmp_path: Path) -> None:
+    """spark-submit --py-files puts the zip first on the driver's path: the package then
+    sits inside the zip, with no conf/ beside it, so the reference data is found through
+    CAREDATA_CONF_DIR (deploy/submit.sh sets it)."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = shutil.make_archive(str(tmp_path / "caredata_spark"), "zip", repo, "caredata_spark")  # as `make package`
+    probe = "from caredata_spark.objections import load_objection_codes; print(len(load_objection_codes().type1.dissent))"
+    env = {**os.environ, "PYTHONPATH": archive}
+    env.pop(CONF_DIR_ENV, None)
+    without = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert without.returncode != 0 and "objections.yaml: cannot read" in without.stderr
+    env[CONF_DIR_ENV] = str(repo / "conf")
+    named = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert named.returncode == 0, named.stderr
+    assert int(named.stdout) > 0

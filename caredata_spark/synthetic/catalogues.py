@@ -16,11 +16,11 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from caredata_spark.clinical_codes import VERHOEFF_D, VERHOEFF_P
-from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
+from caredata_spark.config import CONF_DIR, ConfigError, from_mapping, read_yaml
 from caredata_spark.synthetic.sampling import Categorical, Draws, constant_at
 from caredata_spark.synthetic.settings import CodeEntry, SynthSettings
 
-DEFAULT_CODES = DEFAULT_CONF.parent / "codes.yaml"
+DEFAULT_CODES = CONF_DIR / "codes.yaml"
 SEXES = (1, 2)
 OLDEST_AGE = 104  # the last band of the age pyramid ends here
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from caredata_spark.config import DEFAULT_CONF, ConfigError, from_mapping, read_yaml
+from caredata_spark.config import CONF_DIR, ConfigError, from_mapping, read_yaml
 
-DEFAULT_SYNTH_CONF = DEFAULT_CONF.parent / "synth.yaml"
+DEFAULT_SYNTH_CONF = CONF_DIR / "synth.yaml"
 FORMATS = ("csv", "parquet")
 MAX_PEOPLE = 200_000_000  # NHS number and record key spaces are sized for this
 
