@@ -14,14 +14,39 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from caredata_spark.config import ConfigError, read_yaml
+from caredata_spark.config import ConfigError, from_yaml
 from caredata_spark.contract import DATASETS
 
 # ODS code shapes: a GP practice is a letter and five digits (A81001); an NHS trust or
 # other hospital provider three to five letters and digits (RTH, RTH01 is one of its sites)
 CODE_SHAPES = {"gp_practices": re.compile(r"[A-Z][0-9]{5}"), "hospital_providers": re.compile(r"[A-Z0-9]{3,5}")}
 NAMES = {"gp_practices": "GP practice", "hospital_providers": "hospital provider"}
+
+
+def _codes(side: str, entries: Any) -> frozenset[str]:
+    """One side's ODS codes, upper-cased; an error names the entry that is not one."""
+    if entries is None:
+        return frozenset()
+    if not isinstance(entries, list):
+        raise ConfigError(f"{side}: expected a list of ODS codes")
+    for i, code in enumerate(entries):
+        if not isinstance(code, str) or not CODE_SHAPES[side].fullmatch(code.upper()):
+            raise ConfigError(f"{side}[{i}]: {code!r} is not an ODS code of a {NAMES[side]}")
+    return frozenset(code.upper() for code in entries)
+
+
+@dataclass(frozen=True)
+class _RegisterFile:
+    """The register file's fields, as `config.from_yaml` reads and checks them."""
+
+    gp_practices: Any = None
+    hospital_providers: Any = None
+
+    def __post_init__(self) -> None:
+        for side in CODE_SHAPES:
+            object.__setattr__(self, side, _codes(side, getattr(self, side)))
 
 
 @dataclass(frozen=True)
@@ -39,19 +64,5 @@ class SubmitterRegister:
 
 def load_register(path: str) -> SubmitterRegister:
     """Read and check a register; errors name the file and the entry."""
-    data = read_yaml(Path(path))
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of {' and '.join(CODE_SHAPES)}")
-    unknown = sorted(set(data) - set(CODE_SHAPES))
-    if unknown:
-        raise ConfigError(f"{path}: {unknown[0]}: unknown field (known: {', '.join(CODE_SHAPES)})")
-    codes: dict[str, frozenset[str]] = {}
-    for side, shape in CODE_SHAPES.items():
-        entries = data.get(side) or []
-        if not isinstance(entries, list):
-            raise ConfigError(f"{path}: {side}: expected a list of ODS codes")
-        for i, code in enumerate(entries):
-            if not isinstance(code, str) or not shape.fullmatch(code.upper()):
-                raise ConfigError(f"{path}: {side}[{i}]: {code!r} is not an ODS code of a {NAMES[side]}")
-        codes[side] = frozenset(code.upper() for code in entries)
-    return SubmitterRegister(path, codes)
+    register = from_yaml(_RegisterFile, Path(path))
+    return SubmitterRegister(path, {side: getattr(register, side) for side in CODE_SHAPES})
