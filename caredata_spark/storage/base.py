@@ -91,8 +91,9 @@ def interval_hours(interval: str) -> float:
 
 @dataclass(frozen=True)
 class TableDetails:
-    """What a table's metadata says beyond its schema."""
+    """A table's metadata, read once: schema, properties and partition columns."""
 
+    schema: StructType
     properties: Mapping[str, str]
     partition_columns: tuple[str, ...]
 
@@ -228,10 +229,10 @@ class DeltaStore(ABC):
                 return False
         created: dict[str, str] = {}
         if self.exists(path):
-            existing = self.schema(path)
+            details = self.details(path)
+            existing = details.schema
             check_schema(path, existing, df.schema)
             df = df.select(*existing.fieldNames())
-            details = self.details(path)
             if tuple(partition_by) != details.partition_columns:
                 raise StorageError(
                     f"write to Delta table {path} refused: the table is partitioned by "
@@ -269,7 +270,7 @@ class DeltaStore(ABC):
 
     @abstractmethod
     def details(self, path: str) -> TableDetails:
-        """The table's Delta properties (metadata `configuration`) and partition columns."""
+        """The table's schema, Delta properties (metadata `configuration`) and partition columns."""
 
     @abstractmethod
     def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:

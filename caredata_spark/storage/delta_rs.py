@@ -261,7 +261,7 @@ class DeltaRsStore(DeltaStore):
         return self._table(path).version() if self.exists(path) else None
 
     def schema(self, path: str) -> StructType:
-        return from_arrow_schema(pa.schema(self._table(path).schema().to_arrow()))
+        return _spark_schema(self._table(path))
 
     def txn_version(self, path: str, app_id: str) -> int | None:
         return self._table(path).transaction_version(app_id) if self.exists(path) else None
@@ -270,7 +270,7 @@ class DeltaRsStore(DeltaStore):
         table = self._table(path, version)
         files = [unquote(uri) for uri in table.file_uris()]  # the log stores URI-encoded paths
         if not files:
-            return empty_frame(self.spark, from_arrow_schema(pa.schema(table.schema().to_arrow())))
+            return empty_frame(self.spark, _spark_schema(table))
         return self._frame(path, table, files)
 
     def _write(
@@ -362,7 +362,7 @@ class DeltaRsStore(DeltaStore):
         Hive-style directories under the (decoded) table root let Spark's own partition
         discovery restore the partition columns.
         """
-        schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
+        schema = _spark_schema(table)
         try:
             base = unquote(table.table_uri)
             frame = self.spark.read.schema(schema).option("basePath", base).parquet(*files)
@@ -375,8 +375,10 @@ class DeltaRsStore(DeltaStore):
         return frame.select(*schema.fieldNames())
 
     def details(self, path: str) -> TableDetails:
-        metadata = self._table(path).metadata()
-        return TableDetails(dict(metadata.configuration), tuple(metadata.partition_columns))
+        table = self._table(path)  # one read of the log for all three
+        metadata = table.metadata()
+        schema = _spark_schema(table)
+        return TableDetails(schema, dict(metadata.configuration), tuple(metadata.partition_columns))
 
     def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
         try:
@@ -424,6 +426,11 @@ def _last_change(fs: pafs.FileSystem, folder: pafs.FileInfo) -> float:
     """Newest modification time in seconds of a folder and everything under it."""
     inside = fs.get_file_info(pafs.FileSelector(folder.path, recursive=True))
     return max(info.mtime.timestamp() for info in [folder, *inside] if info.mtime is not None)
+
+
+def _spark_schema(table: Any) -> StructType:
+    """A delta-rs table's schema as Spark's."""
+    return from_arrow_schema(pa.schema(table.schema().to_arrow()))
 
 
 def _tail(path: str, segments: int) -> str:

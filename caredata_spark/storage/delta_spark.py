@@ -116,7 +116,9 @@ class DeltaSparkStore(DeltaStore):
         detail = self.spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
         if detail is None:
             raise StorageError(f"no Delta table at {path}")
-        return TableDetails(dict(detail["properties"] or {}), tuple(detail["partitionColumns"] or ()))
+        return TableDetails(
+            self.schema(path), dict(detail["properties"] or {}), tuple(detail["partitionColumns"] or ())
+        )
 
     def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
         pairs = ", ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in properties.items())
