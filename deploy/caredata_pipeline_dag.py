@@ -1,9 +1,9 @@
 """Airflow DAGs: the caredata pipeline once a day (`deploy/submit.sh run --date <day it runs>`)
 and table upkeep once a week (`deploy/submit.sh maintain`).
 
-Copy this file into the Airflow DAGs folder, set the Airflow Variables below (or edit the
-defaults) and create the pool both DAGs' tasks run in, so upkeep never runs beside a
-pipeline run on the same warehouse:
+Copy this file into the Airflow DAGs folder, set the Airflow Variables below (an unset one
+leaves deploy/submit.sh's own default) and create the pool both DAGs' tasks run in, so
+upkeep never runs beside a pipeline run on the same warehouse:
 
     airflow pools set caredata_warehouse 1 "one caredata job per warehouse at a time"
 
@@ -79,17 +79,20 @@ SUNDAY_0600 = CronTriggerTimetable("0 6 * * 0", timezone=TIMEZONE)
 
 DONE, STEP_FAILED, USAGE, INPUTS_REFUSED = 0, 1, 2, 3
 
+DEFAULT_REPO = "/opt/caredata-spark"  # where submit.sh is, so needed here
+# Airflow Variable -> submit.sh's environment; the defaults of unset ones live in submit.sh only
+SUBMIT_VARIABLES = {
+    "caredata_spark_submit": "CAREDATA_SPARK_SUBMIT",
+    "caredata_master": "CAREDATA_MASTER",
+    "caredata_delta_package": "CAREDATA_DELTA_PACKAGE",
+}
+
 
 def submitted(job: str, *args: str) -> int:
     """`submit.sh JOB ARGS`; its exit code, with usage errors failing the task at once."""
-    repo = setting("caredata_repo", "/opt/caredata-spark")
-    env = {
-        **os.environ,
-        "CAREDATA_REPO": repo,
-        "CAREDATA_SPARK_SUBMIT": setting("caredata_spark_submit", "spark-submit"),
-        "CAREDATA_MASTER": setting("caredata_master", "spark://spark-master:7077"),
-        "CAREDATA_DELTA_PACKAGE": setting("caredata_delta_package", "io.delta:delta-spark_2.13:4.0.0"),
-    }
+    repo = setting("caredata_repo", DEFAULT_REPO)
+    given = {name: value for key, name in SUBMIT_VARIABLES.items() if (value := setting(key, ""))}
+    env = {**os.environ, "CAREDATA_REPO": repo, **given}
     # the cluster's spark-submit command line lives in one place, deploy/submit.sh
     command = [f"{repo}/deploy/submit.sh", job, *args]
     print("running:", shlex.join(command), flush=True)
