@@ -251,13 +251,15 @@ def test_nothing_new_is_a_no_op_through_the_command(
     assert _versions(store, scenario.warehouse) == scenario.versions_2
 
 
+@pytest.mark.parametrize("broadcast_limit", [2_000_000, 0], ids=["founders broadcast", "shuffled"])
 def test_a_registration_without_nhs_number_adopts_the_number_its_hospital_records_carry(
-    spark: SparkSession, tmp_path: Path
+    spark: SparkSession, tmp_path: Path, broadcast_limit: int
 ) -> None:
     """Carol's GP record lacks her NHS number; her hospital records carry it. One of them
     matches her registration on sex, DOB and postcode, so she adopts the number and all its
     records (even at another address) instead of a second, hospital-only person. A number
-    whose records match nobody still founds a hospital-only person."""
+    whose records match nobody still founds a hospital-only person. The same whether the
+    founders are broadcast or shuffled (a limit of 0 keys broadcasts nothing)."""
     carol_nhs = CAROL.but(nhs="8000000008")
     stranger = Ids(nhs="9000000009", dob="1955-05-05", sex="1", postcode="B9 9ZZ")
     store = open_store(spark)
@@ -269,7 +271,7 @@ def test_a_registration_without_nhs_number_adopts_the_number_its_hospital_record
             ("S1", "RXH", stranger),
         ],
     }, "adopt")
-    summary = link(spark, store, str(tmp_path), LinkageSettings())
+    summary = link(spark, store, str(tmp_path), LinkageSettings(broadcast_residue_keys=broadcast_limit))
     carol = gp_record_person("A81001/3")
     assert _rows(store, tmp_path, LINK_MAP) == sorted([
         ("gp", "A81001/3", carol, "gp_registration", 1),

@@ -30,6 +30,7 @@ BLOCKING_RULES = (
     # steps 6 and 7 distrust 1 January: such DOBs never make a key (nor a hot partition)
     BlockingRule("sex_dob_postcode", ("h_sex", "h_dob", "h_postcode"), skip_if="dob_jan1"),
 )
+KEYS_PER_SIGNATURE = sum(rule.slots for rule in BLOCKING_RULES)
 
 
 def agree(column: str) -> Column:
@@ -79,15 +80,16 @@ def step_condition(criteria: tuple[str, ...]) -> Column:
     return reduce(operator.and_, [CRITERIA[name]() for name in criteria])
 
 
-def link_deterministic(records: DataFrame, reference: DataFrame) -> DataFrame:
+def link_deterministic(records: DataFrame, reference: DataFrame, broadcast_records: bool = False) -> DataFrame:
     """Per record signature with any candidate: the step and person that link it, if any.
 
     `records`: signature + identity hashes; `reference`: the person index (person_id,
     signature + identity hashes), possibly several identities per person. Result columns:
     signature, person_id (null when no step linked), match_step, ambiguous_step (the first
-    step, before the linking one, that two or more persons satisfied).
+    step, before the linking one, that two or more persons satisfied). `broadcast_records`:
+    as in `blocking.candidate_pairs`, for a record side known to be small.
     """
-    pairs = candidate_pairs(records, reference, BLOCKING_RULES)
+    pairs = candidate_pairs(records, reference, BLOCKING_RULES, broadcast_records)
     persons_per_step = pairs.groupBy("signature").agg(
         *[
             F.collect_set(F.when(step_condition(criteria), F.col("person_id"))).alias(name)

@@ -30,6 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.linkage import report as reporting
+from caredata_spark.linkage.deterministic import KEYS_PER_SIGNATURE as RULE_KEYS
 from caredata_spark.linkage.deterministic import link_deterministic
 from caredata_spark.linkage.persons import (
     GP_REGISTRATION,
@@ -163,7 +164,7 @@ def link(
         prior_links = state.link_map.join(batch_keys, on=["source", "record_key"], how="left_semi")
         gp_rows = rows.filter(F.col("source") == GP)
         gp_persons = materialised(register_gp(gp_rows, prior_links, nhs_owners(state.persons)))
-        gp_index = gp_identities(gp_rows, gp_persons)
+        gp_index = materialised(gp_identities(gp_rows, gp_persons))  # read three times below
         # the anti-join moves keys only; identities come from one dedup of the wide rows
         hes_all = rows.filter(F.col("source") != GP)
         hes_rows = hes_all.select("source", "record_key", "provider", "signature").join(
@@ -174,7 +175,11 @@ def link(
         )
         known_index = state.persons.unionByName(gp_index.withColumn("run", F.lit(state.run)))
         unowned = materialised(found_hes_persons(hes_signatures, nhs_owners(known_index)))
-        adopted = adopted_numbers(unowned, known_index.select("person_id", "signature", *IDENTITY_COLUMNS))
+        adopted = adopted_numbers(
+            unowned,
+            known_index.select("person_id", "signature", *IDENTITY_COLUMNS),
+            broadcast_founders=settings.broadcasts(unowned.count() * RULE_KEYS),
+        )
         founders = materialised(unowned.transform(with_adopters(adopted)))
         new_index = materialised(
             gp_index.unionByName(founders.select(*gp_index.columns))

@@ -130,18 +130,20 @@ def found_hes_persons(signatures: DataFrame, owners: DataFrame) -> DataFrame:
     )
 
 
-def adopted_numbers(founders: DataFrame, reference: DataFrame) -> DataFrame:
+def adopted_numbers(founders: DataFrame, reference: DataFrame, broadcast_founders: bool = False) -> DataFrame:
     """(h_nhs, adopter): unowned NHS numbers whose founding signatures link deterministically
     to exactly one person of `reference` (the index without the founders).
 
     Only the sex, DOB and postcode steps can match here (no person owns the number), and a
     person holding another NHS number contradicts it, so the adopter is a person without
     one: typically a GP registration whose number was missing or mistyped. Founders are a
-    few per cent of hospital signatures; the steps' join is blocked like any other.
+    few per cent of hospital signatures: within the broadcast limit (`broadcast_founders`)
+    they are broadcast and the index streams past them, otherwise the steps' join is a
+    shuffle like any other.
     """
-    links = link_deterministic(founders.select("signature", *IDENTITY_COLUMNS), reference).filter(
-        F.col("person_id").isNotNull()
-    )
+    links = link_deterministic(
+        founders.select("signature", *IDENTITY_COLUMNS), reference, broadcast_records=broadcast_founders
+    ).filter(F.col("person_id").isNotNull())
     return (
         founders.select("signature", "h_nhs")
         .join(links.select("signature", "person_id"), on="signature", how="inner")

@@ -27,9 +27,10 @@ class LinkageSettings:
     u_sample_pairs: int = 2_000_000  # random pairs u is estimated from
     em_max_iterations: int = 200
     em_tolerance: float = 1e-7
-    # the scored step's record-side blocking keys (the residue's 15 per signature, the
-    # training sample's one per session) are broadcast up to this many (~30 MB with their
-    # identities); above it, the pairs join is a shuffle sort-merge join
+    # record-side blocking keys (the scored residue's 15 per signature, the training
+    # sample's one per session, adoption's founders' 2) are broadcast up to this many;
+    # each key row carries its record's identity hashes, about 550 bytes, so the default
+    # is up to about 1.1 GB per broadcast. Above it, the pairs join is a shuffle sort-merge join
     broadcast_residue_keys: int = 2_000_000
 
     def __post_init__(self) -> None:
@@ -49,7 +50,7 @@ class LinkageSettings:
             raise ConfigError(f"em_tolerance: expected > 0, got {self.em_tolerance}")
 
     def broadcasts(self, record_keys: int) -> bool:
-        """Whether the scored step broadcasts a record side of this many blocking keys."""
+        """Whether a record side of this many blocking keys is broadcast."""
         return record_keys <= self.broadcast_residue_keys
 
     @property
