@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from caredata_spark.cli import _commands
-from caredata_spark.config import CONF_DIR_ENV
+from caredata_spark.config import CONF_DIR, CONF_DIR_ENV, load_settings
 from caredata_spark.demo import clear_previous
+from caredata_spark.linkage.settings import linkage_settings
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -26,6 +27,14 @@ def test_every_command_has_a_job_twin_that_runs_it() -> None:
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "job"
         ]
         assert calls == [command.name], twin.name
+
+
+def test_the_shipped_configurations_load_with_valid_linkage_sections() -> None:
+    """The link job validates `linkage:` only when it starts: a typo in the cluster example
+    would otherwise first show on a cluster, one step into a scheduled run."""
+    for name in ("local.yaml", "cluster.yaml"):
+        settings = load_settings(CONF_DIR / name)
+        assert linkage_settings(settings.linkage).min_probability == 0.999, name
 
 
 def test_a_second_demo_replaces_what_the_first_generated_and_nothing_else(tmp_path: Path) -> None:
