@@ -70,6 +70,12 @@ class BlockingRule:
         ]
 
 
+def keys_per_record(rules: Sequence[BlockingRule]) -> int:
+    """Blocking keys a record side contributes per signature (at most): what a broadcast
+    limit counts."""
+    return sum(rule.slots for rule in rules)
+
+
 def blocking_keys(rules: Sequence[BlockingRule], record_side: bool, prefix: str = "") -> Column:
     """All slots of all rules, in rule order, as array<long> (null = no key)."""
     return F.array(*[key for rule in rules for key in rule.keys(record_side, prefix)])

@@ -23,14 +23,14 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from caredata_spark.linkage.blocking import RECORD, REFERENCE, BlockingRule, candidate_pairs
+from caredata_spark.linkage.blocking import RECORD, REFERENCE, BlockingRule, candidate_pairs, keys_per_record
 
 BLOCKING_RULES = (
     BlockingRule("nhs", ("h_nhs",)),
     # steps 6 and 7 distrust 1 January: such DOBs never make a key (nor a hot partition)
     BlockingRule("sex_dob_postcode", ("h_sex", "h_dob", "h_postcode"), skip_if="dob_jan1"),
 )
-KEYS_PER_SIGNATURE = sum(rule.slots for rule in BLOCKING_RULES)
+KEYS_PER_SIGNATURE = keys_per_record(BLOCKING_RULES)
 
 
 def agree(column: str) -> Column:

@@ -30,8 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.linkage import report as reporting
-from caredata_spark.linkage.deterministic import KEYS_PER_SIGNATURE as RULE_KEYS
-from caredata_spark.linkage.deterministic import link_deterministic
+from caredata_spark.linkage.deterministic import KEYS_PER_SIGNATURE as RULE_KEYS, link_deterministic
 from caredata_spark.linkage.persons import (
     GP_REGISTRATION,
     PERSON_COLUMNS,

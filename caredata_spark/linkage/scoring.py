@@ -34,7 +34,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from caredata_spark.linkage.blocking import RECORD, REFERENCE, BlockingRule, candidate_pairs
+from caredata_spark.linkage.blocking import RECORD, REFERENCE, BlockingRule, candidate_pairs, keys_per_record
 from caredata_spark.linkage.deterministic import agree
 from caredata_spark.linkage.records import IDENTITY_COLUMNS
 from caredata_spark.linkage.settings import LinkageSettings
@@ -49,7 +49,7 @@ BLOCKING_RULES = (
     BlockingRule("dob_yd_sex_district", ("h_dob_yd", "h_sex", "h_district")),
     BlockingRule("dob_md_sex_district", ("h_dob_md", "h_sex", "h_district")),
 )
-KEYS_PER_SIGNATURE = sum(rule.slots for rule in BLOCKING_RULES)
+KEYS_PER_SIGNATURE = keys_per_record(BLOCKING_RULES)
 
 
 def _present(column: str) -> Column:

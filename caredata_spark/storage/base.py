@@ -91,7 +91,8 @@ def interval_hours(interval: str) -> float:
 
 @dataclass(frozen=True)
 class TableDetails:
-    """A table's metadata, read once: schema, properties and partition columns."""
+    """A table's metadata, fetched together: schema, properties and partition columns
+    (one read of the log under delta-rs; delta-spark reads the schema beside `DESCRIBE DETAIL`)."""
 
     schema: StructType
     properties: Mapping[str, str]
