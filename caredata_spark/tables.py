@@ -23,6 +23,7 @@ LINK_MAP = "linkage/link_map"  # contract
 PERSONS = "linkage/persons"
 LINKAGE_REPORT = "linkage/report"
 LINKAGE_RUNS = "linkage/runs"  # ledger: the submissions each linkage run consumed
+LINKAGE_INPUTS = "linkage/inputs"  # the clinical table versions each linkage run read
 AUDIT = "release/audit"  # append-only: every release, refusal and subject access
 RELEASE_RISK = "release/risk"  # re-identification risk report of each release
 PUBLICATIONS = "publish/publications"  # ledger: the green table versions each publication made

@@ -1,8 +1,9 @@
 """The link job on a tiny warehouse: contract output, person ids, incremental runs, retry.
 
 One scenario runs once per module (linkage runs are the slow part): run 1, the same run
-retried after dying before its ledger commit, run 2 with a new month of submissions, and a
-run 3 with nothing new through the `caredata link` command. Tests assert on snapshots.
+retried after dying before its ledger commit, a compaction of a clinical table (its old rows
+in a new file), run 2 with a new month of submissions, and a run 3 with nothing new through
+the `caredata link` command. Tests assert on snapshots.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from caredata_spark.linkage.job import OUTCOME_DDL, link, record_outcomes
 from caredata_spark.linkage.scoring import COMPARISONS
 from caredata_spark.linkage.settings import LinkageSettings
 from caredata_spark.storage import DeltaStore, open_store
-from caredata_spark.tables import LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS, PERSONS, table_path
+from caredata_spark.tables import LINK_MAP, LINKAGE_INPUTS, LINKAGE_REPORT, LINKAGE_RUNS, PERSONS, clinical, table_path
 
 CAROL = Ids(dob="1990-06-07", sex="2", postcode="B1 1BB")  # registered without NHS number
 DAVE = Ids(nhs="6000000007", dob="2001-02-03", sex="1", postcode="M4 4DD")  # hospital only, at first
@@ -81,6 +82,7 @@ class Scenario:
     link_map_1: list[tuple]
     link_map_2: list[tuple]
     versions_2: dict[str, int | None]
+    compacted: tuple[int, int]
 
 
 def _land_all(spark: SparkSession, store: DeltaStore, warehouse: Path, batch: dict, tag: str) -> None:
@@ -108,11 +110,12 @@ def scenario(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> S
     # run 1 dies after its link map commit, before the ledger's: the re-run is run 1 again
     shutil.rmtree(table_path(str(warehouse), LINKAGE_RUNS))
     retried = link(spark, store, str(warehouse), settings)
+    compacted = store.compact(table_path(str(warehouse), clinical("hes_apc")))
     _land_all(spark, store, warehouse, RUN_2, "m2")
     second = link(spark, store, str(warehouse), settings)
     link_map_2 = _rows(store, warehouse, LINK_MAP)
     versions_2 = _versions(store, warehouse)
-    return Scenario(warehouse, first, retried, second, link_map_1, link_map_2, versions_2)
+    return Scenario(warehouse, first, retried, second, link_map_1, link_map_2, versions_2, compacted)
 
 
 def test_a_key_twice_in_one_batch_gets_one_outcome(spark: SparkSession) -> None:
@@ -207,6 +210,21 @@ def test_a_new_month_keeps_every_id_and_links_only_what_is_new(scenario: Scenari
     keys = [r[:2] for r in scenario.link_map_2]
     assert len(keys) == len(set(keys))
     assert scenario.second["new_persons"] == {"hes": 1.0}
+
+
+def test_each_run_records_the_table_versions_it_read(spark: SparkSession, scenario: Scenario) -> None:
+    """Run 2 reads from run 1's versions on: the month's files and the compacted one (its
+    rows, run 1's, are dropped by submission, as the test above shows), not the history."""
+    assert scenario.compacted[0] >= 2
+    inputs = open_store(spark).read(table_path(str(scenario.warehouse), LINKAGE_INPUTS))
+    assert sorted(tuple(r) for r in inputs.collect()) == [
+        (1, "gp_patients", 0),
+        (1, "hes_ae", 0),
+        (1, "hes_apc", 0),
+        (2, "gp_patients", 1),
+        (2, "hes_ae", 0),
+        (2, "hes_apc", 2),  # the compaction was version 1
+    ]
 
 
 def test_person_index_rows_are_per_identity(spark: SparkSession, scenario: Scenario) -> None:

@@ -25,8 +25,9 @@ def test_linkage_reads_keys_and_hashes_only(spark: SparkSession, tmp_path: Path)
     land(store, tmp_path, "gp_patients", with_clear)
     land(store, tmp_path, "hes_apc", clinical_rows(spark, [("E1", "RTH", ALICE)], "s2"))
 
-    records = read_records(store, str(tmp_path))
+    records, versions = read_records(store, str(tmp_path), since={})
 
+    assert versions == {"gp_patients": 0, "hes_apc": 0}
     assert records.columns == ["source", *INPUT_COLUMNS]
     plan = records._jdf.queryExecution().executedPlan().toString()
     scans = re.findall(r"FileScan \w+ \[([^\]]*)\]", plan)
@@ -36,6 +37,18 @@ def test_linkage_reads_keys_and_hashes_only(spark: SparkSession, tmp_path: Path)
     types = dict(records.dtypes)
     assert {types[c] for c in IDENTITY_COLUMNS} == {"binary", "array<binary>", "boolean"}
     assert sorted(r.source for r in records.collect()) == ["gp", "hes_apc"]
+
+
+def test_linkage_reads_what_was_added_since_the_versions_it_is_given(spark: SparkSession, tmp_path: Path) -> None:
+    store = open_store(spark)
+    land(store, tmp_path, "gp_patients", clinical_rows(spark, [("A81001/1", "A81001", ALICE)], "s1"))
+    land(store, tmp_path, "gp_patients", clinical_rows(spark, [("A81001/2", "A81001", ALICE)], "s2"))
+    land(store, tmp_path, "hes_apc", clinical_rows(spark, [("E1", "RTH", ALICE)], "s3"))
+
+    records, versions = read_records(store, str(tmp_path), since={"gp_patients": 0})
+
+    assert versions == {"gp_patients": 1, "hes_apc": 0}
+    assert sorted(r.record_key for r in records.collect()) == ["A81001/2", "E1"]
 
 
 def test_signature_is_equal_exactly_when_all_hashes_are(spark: SparkSession) -> None:

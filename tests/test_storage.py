@@ -396,6 +396,45 @@ def test_compaction_keeps_rows_and_order_in_fewer_files(
     assert_df_equality(store.read(str(path)), frame(spark), ignore_row_order=True, ignore_nullable=True)
 
 
+def test_read_added_reads_only_the_files_committed_since_a_version(
+    spark: SparkSession, store: DeltaStore, tmp_path: Path
+) -> None:
+    """A reader that consumed version 1 reads version 3's new rows, not the history; rows
+    a compaction rewrote come back (the caller drops them), and no version reads all."""
+    path = str(tmp_path / "t")
+    for row in ROWS[:3]:
+        store.write(frame(spark, [row]), path, partition_by=["provider"])
+
+    def ids(since: int | None, until: int) -> list[int]:
+        return sorted(r.id for r in store.read_added(path, since, until).collect())
+
+    assert ids(since=1, until=2) == [3]
+    assert ids(since=0, until=2) == [2, 3]
+    assert ids(since=None, until=2) == [1, 2, 3]
+    assert ids(since=2, until=2) == []
+    assert store.read_added(path, 2, 2).columns == frame(spark).columns  # partition column too
+    store.compact(path)  # version 3: RTH's two files become one
+    store.write(frame(spark, [ROWS[3]]), path, partition_by=["provider"])
+    assert ids(since=2, until=4) == [1, 2, 4]
+    assert ids(since=99, until=4) == [1, 2, 3, 4]  # no such version: everything, not nothing
+
+
+def test_read_added_reads_everything_once_the_log_no_longer_has_the_version(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    store = open_store(spark, StorageSettings(backend="delta-rs"))
+    path = tmp_path / "t"
+    store.write(frame(spark, ROWS[:2]), str(path))
+    store.write(frame(spark, ROWS[2:3]), str(path))
+    for commit in (path / "_delta_log").glob("*.json"):
+        aged(commit, days=40)
+    store.write(frame(spark, ROWS[3:]), str(path))
+    store.tidy_log(str(path))  # versions 0 and 1 can no longer be loaded
+
+    assert store.read_added(str(path), 1, 2).count() == 4
+    assert store.read_added(str(path), 2, 2).count() == 0
+
+
 def aged(path: Path, days: float) -> None:
     old = time.time() - days * 86400
     os.utime(path, (old, old))

@@ -12,6 +12,9 @@ Incremental and restartable:
   other submissions (an anti-join against the ledger, which has one row per file and is
   broadcast by Spark's size threshold). Record keys already in the link map (a GP record in
   a later extract, a hospital episode resubmitted) keep their person and get no new row.
+- `linkage/inputs` records the version of each clinical table a run read; the next run
+  reads only the files added since (`DeltaStore.read_added`), so a month's run does not
+  rescan years of hashes. The ledger's anti-join still decides which rows are new.
 - Run n reads the link map and person index as left by runs < n and commits every table
   with the Delta transaction (caredata-link, n). A run that died part-way is re-run with the
   same n, recomputes the same result (ids are derived, EM is deterministic) and skips the
@@ -46,7 +49,7 @@ from caredata_spark.linkage.scoring import link_scored
 from caredata_spark.linkage.settings import LinkageSettings
 from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.storage import DeltaStore, Txn
-from caredata_spark.tables import LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS, PERSONS, table_path
+from caredata_spark.tables import LINK_MAP, LINKAGE_INPUTS, LINKAGE_REPORT, LINKAGE_RUNS, PERSONS, table_path
 
 APP_ID = "caredata-link"
 
@@ -61,6 +64,7 @@ LINK_MAP_DDL = (
 )
 PERSONS_DDL = f"person_id string, origin string, signature binary, {IDENTITY_DDL}, run int"
 RUNS_DDL = "run int, source string, submission_id string"
+INPUTS_DDL = "run int, dataset string, version long"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class State:
     consumed: DataFrame  # submission_id of every row already linked
     link_map: DataFrame
     persons: DataFrame
+    since: dict[str, int]  # clinical dataset -> the version an earlier run read
 
 
 def _earlier(store: DeltaStore, spark: SparkSession, path: str, ddl: str, run: int) -> DataFrame:
@@ -88,7 +93,14 @@ def load_state(spark: SparkSession, store: DeltaStore, warehouse: str) -> State:
         consumed=_earlier(store, spark, runs_path, RUNS_DDL, run).select("submission_id"),
         link_map=_earlier(store, spark, table_path(warehouse, LINK_MAP), LINK_MAP_DDL, run),
         persons=_earlier(store, spark, table_path(warehouse, PERSONS), PERSONS_DDL, run),
+        since=_versions_read(_earlier(store, spark, table_path(warehouse, LINKAGE_INPUTS), INPUTS_DDL, run)),
     )
+
+
+def _versions_read(inputs: DataFrame) -> dict[str, int]:
+    """Per dataset, the version its latest earlier run read (one row per clinical table)."""
+    latest = inputs.groupBy("dataset").agg(F.max_by("version", "run").alias("version"))
+    return {row["dataset"]: row["version"] for row in latest.collect()}
 
 
 def materialised(frame: DataFrame) -> DataFrame:
@@ -146,10 +158,9 @@ def link(
     logger = get_logger("linkage")
     state = load_state(spark, store, warehouse)
     with stage(logger, "linkage_input", run=state.run) as metrics:
+        records, versions = read_records(store, warehouse, state.since)
         rows = materialised(
-            with_signature(read_records(store, warehouse)).join(
-                state.consumed, on="submission_id", how="left_anti"
-            )
+            with_signature(records).join(state.consumed, on="submission_id", how="left_anti")
         )
         per_source = {r["source"]: r["count"] for r in rows.groupBy("source").count().collect()}
         metrics.update(per_source)
@@ -218,11 +229,13 @@ def link(
     )
     report = reporting.build_report(spark, outcomes, founded.select("person_id", "origin"), fit, state.run)
     ledger = rows.select(F.lit(state.run).alias("run"), "source", "submission_id").distinct()
+    inputs = spark.createDataFrame([(state.run, d, v) for d, v in versions.items()], INPUTS_DDL)
     with stage(logger, "linkage_write", run=state.run):
         txn = Txn(APP_ID, state.run)
         store.write(new_index, table_path(warehouse, PERSONS), txn=txn)
         store.write(link_rows, table_path(warehouse, LINK_MAP), partition_by=["source"], txn=txn)
         store.write(report, table_path(warehouse, LINKAGE_REPORT), txn=txn)
+        store.write(inputs, table_path(warehouse, LINKAGE_INPUTS), txn=txn)
         store.write(ledger, table_path(warehouse, LINKAGE_RUNS), txn=txn)
     summary = reporting.summarise(store.read(table_path(warehouse, LINKAGE_REPORT)), state.run)
     log_event(logger, "linkage_summary", **summary)

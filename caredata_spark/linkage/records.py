@@ -11,6 +11,7 @@ the data joined several times smaller than the data read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame
@@ -43,18 +44,31 @@ INPUT_COLUMNS = (*KEY_COLUMNS, *IDENTITY_COLUMNS)
 SIGNATURE_BYTES = 16  # 128 bits: no collision among billions of signatures
 
 
-def read_records(store: DeltaStore, warehouse: str) -> DataFrame:
-    """New and old rows of every clinical table that exists, as `source` + INPUT_COLUMNS."""
-    frames = [
-        store.read(path).select(F.lit(source).alias("source"), *INPUT_COLUMNS)
-        for dataset, source in SOURCES.items()
-        if store.exists(path := table_path(warehouse, clinical(dataset)))
-    ]
+def read_records(
+    store: DeltaStore, warehouse: str, since: Mapping[str, int]
+) -> tuple[DataFrame, dict[str, int]]:
+    """Rows of every clinical table that exists, as `source` + INPUT_COLUMNS, and the version
+    of each table read.
+
+    Only files added after a dataset's version in `since` (the version an earlier run read)
+    are read, so a monthly run reads about a month of files rather than the tables' history;
+    a dataset not in `since` is read whole. Rewritten files bring back old rows too, which
+    the caller drops by submission.
+    """
+    frames, versions = [], {}
+    for dataset, source in SOURCES.items():
+        path = table_path(warehouse, clinical(dataset))
+        version = store.version(path)
+        if version is None:
+            continue
+        versions[dataset] = version
+        rows = store.read_added(path, since.get(dataset), version)
+        frames.append(rows.select(F.lit(source).alias("source"), *INPUT_COLUMNS))
     if not frames:
         raise UsageError(
             f"no clinical tables under {warehouse}: run `caredata ingest` before `caredata link`"
         )
-    return reduce(DataFrame.unionByName, frames)
+    return reduce(DataFrame.unionByName, frames), versions
 
 
 def signature() -> Column:

@@ -19,8 +19,10 @@ from pyspark.sql.types import (
 )
 
 from caredata_spark.errors import CaredataError
+from caredata_spark.observability import get_logger, log_event
 
 WriteMode = Literal["append", "overwrite"]
+LOG = get_logger("storage")
 
 
 class StorageError(CaredataError, RuntimeError):
@@ -174,6 +176,36 @@ class DeltaStore(ABC):
 
     @abstractmethod
     def read(self, path: str, version: int | None = None) -> DataFrame: ...
+
+    def read_added(self, path: str, since: int | None, until: int) -> DataFrame:
+        """Rows of the data files version `until` holds and version `since` did not: what
+        the commits after `since` added, for a reader that consumed the table up to `since`
+        and must not scan its whole history again (linkage, once a month, on tables that
+        grow every day).
+
+        Those files may also hold older rows that a commit rewrote (compaction, a purge), so
+        the caller must still tell old rows from new by their content, as linkage does by
+        submission. With `since` None, or a version whose log entries are gone (trimmed by
+        `tidy_log`), every file of `until` is read: more work, the same answer.
+        """
+        files = self._data_files(path, until)
+        if since is not None:
+            try:
+                earlier = set(self._data_files(path, since))
+            except StorageError:
+                log_event(LOG, "storage_read_whole_table", table=path, since=since, until=until)
+            else:
+                files = [f for f in files if f not in earlier]
+        return self._read_files(path, until, files)
+
+    @abstractmethod
+    def _data_files(self, path: str, version: int) -> list[str]:
+        """The data files of a version, as `_read_files` takes them; StorageError when that
+        version cannot be loaded."""
+
+    @abstractmethod
+    def _read_files(self, path: str, version: int, files: Sequence[str]) -> DataFrame:
+        """The rows of some data files of a version, in the table's schema (none: empty)."""
 
     @abstractmethod
     def schema(self, path: str) -> StructType: ...

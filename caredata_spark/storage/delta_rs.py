@@ -233,6 +233,11 @@ def commit_files(
     return True
 
 
+def _files(table: Any) -> list[str]:
+    """A version's data files as decoded paths (the log stores them URI-encoded)."""
+    return [unquote(uri) for uri in table.file_uris()]
+
+
 class DeltaRsStore(DeltaStore):
     name = "delta-rs"
 
@@ -268,10 +273,13 @@ class DeltaRsStore(DeltaStore):
 
     def read(self, path: str, version: int | None = None) -> DataFrame:
         table = self._table(path, version)
-        files = [unquote(uri) for uri in table.file_uris()]  # the log stores URI-encoded paths
-        if not files:
-            return empty_frame(self.spark, _spark_schema(table))
-        return self._frame(path, table, files)
+        return self._frame(path, table, _files(table))
+
+    def _data_files(self, path: str, version: int) -> list[str]:
+        return _files(self._table(path, version))
+
+    def _read_files(self, path: str, version: int, files: Sequence[str]) -> DataFrame:
+        return self._frame(path, self._table(path, version), files)
 
     def _write(
         self,
@@ -356,13 +364,15 @@ class DeltaRsStore(DeltaStore):
         self._staged(kept, path, partition_by, commit, skip_empty=True)
         return before - kept_rows
 
-    def _frame(self, path: str, table: Any, files: list[str]) -> DataFrame:
+    def _frame(self, path: str, table: Any, files: Sequence[str]) -> DataFrame:
         """The table's rows from some of its data files (decoded paths), in its column order.
 
         Hive-style directories under the (decoded) table root let Spark's own partition
         discovery restore the partition columns.
         """
         schema = _spark_schema(table)
+        if not files:
+            return empty_frame(self.spark, schema)
         try:
             base = unquote(table.table_uri)
             frame = self.spark.read.schema(schema).option("basePath", base).parquet(*files)

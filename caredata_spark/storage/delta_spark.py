@@ -17,6 +17,7 @@ from caredata_spark.storage.base import (
     TableDetails,
     Txn,
     WriteMode,
+    empty_frame,
     write_failed,
 )
 
@@ -68,6 +69,25 @@ class DeltaSparkStore(DeltaStore):
             return reader.load(path)
         except Exception as err:
             raise StorageError(f"cannot read Delta table {path} ({type(err).__name__})") from err
+
+    def read_added(self, path: str, since: int | None, until: int) -> DataFrame:
+        """As the interface says; a table with deletion vectors is read whole, because the
+        added files' own rows would include ones a vector deletes (the platform's tables
+        have none: neither engine turns them on)."""
+        if self.details(path).properties.get("delta.enableDeletionVectors") == "true":
+            return self.read(path, until)
+        return super().read_added(path, since, until)
+
+    def _data_files(self, path: str, version: int) -> list[str]:
+        return self.read(path, version).inputFiles()
+
+    def _read_files(self, path: str, version: int, files: Sequence[str]) -> DataFrame:
+        schema = self.read(path, version).schema
+        if not files:
+            return empty_frame(self.spark, schema)
+        # the schema names the partition columns; basePath lets Spark read them off the folders
+        frame = self.spark.read.schema(schema).option("basePath", path).parquet(*files)
+        return frame.select(*schema.fieldNames())
 
     def _write(
         self,
