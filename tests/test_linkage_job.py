@@ -218,12 +218,11 @@ def test_each_run_records_the_table_versions_it_read(spark: SparkSession, scenar
     assert scenario.compacted[0] >= 2
     inputs = open_store(spark).read(table_path(str(scenario.warehouse), LINKAGE_INPUTS))
     assert sorted(tuple(r) for r in inputs.collect()) == [
-        (1, "gp_patients", 0),
-        (1, "hes_ae", 0),
-        (1, "hes_apc", 0),
-        (2, "gp_patients", 1),
-        (2, "hes_ae", 0),
-        (2, "hes_apc", 2),  # the compaction was version 1
+        (1, "gp", "m1-gp_patients", 0),
+        (1, "hes_ae", "m1-hes_ae", 0),
+        (1, "hes_apc", "m1-hes_apc", 0),
+        (2, "gp", "m2-gp_patients", 1),
+        (2, "hes_apc", "m2-hes_apc", 2),  # the compaction was version 1
     ]
 
 
@@ -267,6 +266,52 @@ def test_nothing_new_is_a_no_op_through_the_command(
     assert code == 0
     assert '"new_rows": 0' in capsys.readouterr().out
     assert _versions(store, scenario.warehouse) == scenario.versions_2
+
+
+def test_a_run_resumed_after_new_submissions_links_what_it_planned_first(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Run 1 dies after its person index commit; a month is ingested before it is re-run.
+    The re-run links run 1's submissions only, so every person in the link map is in the
+    index, and the month waits for run 2. Without the plan, the re-run linked the month too,
+    and the persons it founded never reached the skipped index."""
+    store = open_store(spark)
+    _land_all(spark, store, tmp_path, {"gp_patients": [("A81001/1", "A81001", ALICE)]}, "m1")
+    link(spark, store, str(tmp_path), LinkageSettings())
+    for name in (LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS):  # what it had not committed yet
+        shutil.rmtree(table_path(str(tmp_path), name))
+    _land_all(spark, store, tmp_path, {"gp_patients": [("A81001/2", "A81001", BOB)], "hes_apc": [("E8", "RXH", ERIN)]}, "m2")
+
+    resumed = link(spark, store, str(tmp_path), LinkageSettings())
+    after_resume = _rows(store, tmp_path, LINK_MAP)
+    link(spark, store, str(tmp_path), LinkageSettings())
+
+    assert resumed["run"] == 1
+    assert after_resume == [("gp", "A81001/1", nhs_person(ALICE), "gp_registration", 1)]
+    assert _rows(store, tmp_path, LINK_MAP) == sorted([
+        *after_resume,
+        ("gp", "A81001/2", nhs_person(BOB), "gp_registration", 2),
+        ("hes_apc", "E8", nhs_person(ERIN), "hes_cluster", 2),
+    ])
+    index = {r.person_id for r in store.read(table_path(str(tmp_path), PERSONS)).collect()}
+    assert index == {nhs_person(p) for p in (ALICE, BOB, ERIN)}
+
+
+def test_a_resumed_run_whose_rows_were_all_erased_closes_and_the_next_goes_on(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    store = open_store(spark)
+    _land_all(spark, store, tmp_path, {"gp_patients": [("A81001/1", "A81001", ALICE)]}, "m1")
+    link(spark, store, str(tmp_path), LinkageSettings())
+    for name in (LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS):
+        shutil.rmtree(table_path(str(tmp_path), name))
+    gp = table_path(str(tmp_path), clinical("gp_patients"))
+    store.delete_keys(gp, spark.createDataFrame([("A81001/1",)], "record_key string"))  # a type 1 purge
+    _land_all(spark, store, tmp_path, {"hes_apc": [("E8", "RXH", ERIN)]}, "m2")
+
+    assert link(spark, store, str(tmp_path), LinkageSettings())["new_rows"] == 0
+    assert link(spark, store, str(tmp_path), LinkageSettings())["run"] == 2
+    assert _rows(store, tmp_path, LINK_MAP) == [("hes_apc", "E8", nhs_person(ERIN), "hes_cluster", 2)]
 
 
 @pytest.mark.parametrize("broadcast_limit", [2_000_000, 0], ids=["founders broadcast", "shuffled"])

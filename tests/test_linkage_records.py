@@ -27,7 +27,7 @@ def test_linkage_reads_keys_and_hashes_only(spark: SparkSession, tmp_path: Path)
 
     records, versions = read_records(store, str(tmp_path), since={})
 
-    assert versions == {"gp_patients": 0, "hes_apc": 0}
+    assert versions == {"gp": 0, "hes_apc": 0}
     assert records.columns == ["source", *INPUT_COLUMNS]
     plan = records._jdf.queryExecution().executedPlan().toString()
     scans = re.findall(r"FileScan \w+ \[([^\]]*)\]", plan)
@@ -45,9 +45,9 @@ def test_linkage_reads_what_was_added_since_the_versions_it_is_given(spark: Spar
     land(store, tmp_path, "gp_patients", clinical_rows(spark, [("A81001/2", "A81001", ALICE)], "s2"))
     land(store, tmp_path, "hes_apc", clinical_rows(spark, [("E1", "RTH", ALICE)], "s3"))
 
-    records, versions = read_records(store, str(tmp_path), since={"gp_patients": 0})
+    records, versions = read_records(store, str(tmp_path), since={"gp": 0})
 
-    assert versions == {"gp_patients": 1, "hes_apc": 0}
+    assert versions == {"gp": 1, "hes_apc": 0}
     assert sorted(r.record_key for r in records.collect()) == ["A81001/2", "E1"]
 
 

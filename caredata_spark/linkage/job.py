@@ -12,14 +12,16 @@ Incremental and restartable:
   other submissions (an anti-join against the ledger, which has one row per file and is
   broadcast by Spark's size threshold). Record keys already in the link map (a GP record in
   a later extract, a hospital episode resubmitted) keep their person and get no new row.
-- `linkage/inputs` records the version of each clinical table a run read; the next run
-  reads only the files added since (`DeltaStore.read_added`), so a month's run does not
-  rescan years of hashes. The ledger's anti-join still decides which rows are new.
+- `linkage/inputs` is the run's plan, committed before anything else: the submissions it
+  links and the version of each clinical table it read. The next run reads only the files
+  added since (`DeltaStore.read_added`), so a month's run does not rescan years of hashes;
+  the ledger's anti-join still decides which rows are new.
 - Run n reads the link map and person index as left by runs < n and commits every table
   with the Delta transaction (caredata-link, n). A run that died part-way is re-run with the
-  same n, recomputes the same result (ids are derived, EM is deterministic) and skips the
-  tables it had already committed. The ledger is written last, so the link map never shows
-  a run the ledger does not know to be complete.
+  same n and links exactly the submissions its plan names, not those ingested since, so it
+  recomputes the same result (ids are derived, EM is deterministic) and the tables it skips
+  as already committed agree with the ones it writes. The ledger is written last, so the
+  link map never shows a run the ledger does not know to be complete.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ LINK_MAP_DDL = (
 )
 PERSONS_DDL = f"person_id string, origin string, signature binary, {IDENTITY_DDL}, run int"
 RUNS_DDL = "run int, source string, submission_id string"
-INPUTS_DDL = "run int, dataset string, version long"
+INPUTS_DDL = "run int, source string, submission_id string, version long"
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ class State:
     consumed: DataFrame  # submission_id of every row already linked
     link_map: DataFrame
     persons: DataFrame
-    since: dict[str, int]  # clinical dataset -> the version an earlier run read
+    since: dict[str, int]  # source -> the version of its clinical table an earlier run read
+    planned: DataFrame | None  # source, submission_id planned by an attempt of this run that died
 
 
 def _earlier(store: DeltaStore, spark: SparkSession, path: str, ddl: str, run: int) -> DataFrame:
@@ -88,19 +91,40 @@ def load_state(spark: SparkSession, store: DeltaStore, warehouse: str) -> State:
     runs_path = table_path(warehouse, LINKAGE_RUNS)
     last = store.read(runs_path).agg(F.max("run")).first()[0] if store.exists(runs_path) else None
     run = (last or 0) + 1
+    inputs_path = table_path(warehouse, LINKAGE_INPUTS)
+    inputs = store.read(inputs_path) if store.exists(inputs_path) else spark.createDataFrame([], INPUTS_DDL)
+    planned = inputs.filter(F.col("run") == run).select("source", "submission_id")
     return State(
         run=run,
         consumed=_earlier(store, spark, runs_path, RUNS_DDL, run).select("submission_id"),
         link_map=_earlier(store, spark, table_path(warehouse, LINK_MAP), LINK_MAP_DDL, run),
         persons=_earlier(store, spark, table_path(warehouse, PERSONS), PERSONS_DDL, run),
-        since=_versions_read(_earlier(store, spark, table_path(warehouse, LINKAGE_INPUTS), INPUTS_DDL, run)),
+        since=_versions_read(inputs.filter(F.col("run") < run)),
+        planned=None if planned.isEmpty() else planned,
     )
 
 
 def _versions_read(inputs: DataFrame) -> dict[str, int]:
-    """Per dataset, the version its latest earlier run read (one row per clinical table)."""
-    latest = inputs.groupBy("dataset").agg(F.max_by("version", "run").alias("version"))
-    return {row["dataset"]: row["version"] for row in latest.collect()}
+    """Per source, the version of its table the latest earlier run read (one row each)."""
+    latest = inputs.groupBy("source").agg(F.max_by("version", "run").alias("version"))
+    return {row["source"]: row["version"] for row in latest.collect()}
+
+
+def _to_link(records: DataFrame, state: State) -> DataFrame:
+    """Rows of the submissions no earlier run consumed; on a retry, exactly those its plan
+    names, not those ingested since the attempt died."""
+    if state.planned is None:
+        return records.join(state.consumed, on="submission_id", how="left_anti")
+    return records.join(state.planned.select("submission_id"), on="submission_id", how="left_semi")
+
+
+def _plan(spark: SparkSession, run: int, rows: DataFrame, versions: dict[str, int]) -> DataFrame:
+    """`linkage/inputs` rows of a run: its submissions, each with the version read of its table."""
+    read = spark.createDataFrame(list(versions.items()), "source string, version long")
+    submissions = rows.select("source", "submission_id").distinct()
+    return submissions.join(read, on="source", how="inner").select(
+        F.lit(run).alias("run"), "source", "submission_id", "version"
+    )
 
 
 def materialised(frame: DataFrame) -> DataFrame:
@@ -159,14 +183,18 @@ def link(
     state = load_state(spark, store, warehouse)
     with stage(logger, "linkage_input", run=state.run) as metrics:
         records, versions = read_records(store, warehouse, state.since)
-        rows = materialised(
-            with_signature(records).join(state.consumed, on="submission_id", how="left_anti")
-        )
+        rows = materialised(_to_link(with_signature(records), state))
         per_source = {r["source"]: r["count"] for r in rows.groupBy("source").count().collect()}
-        metrics.update(per_source)
+        metrics.update(per_source, retry=state.planned is not None)
+    txn = Txn(APP_ID, state.run)
+    ledger_path = table_path(warehouse, LINKAGE_RUNS)
     if not per_source:
+        if state.planned is not None:  # erasure took every row it planned: close the run
+            closed = state.planned.select(F.lit(state.run).alias("run"), "source", "submission_id")
+            store.write(closed, ledger_path, txn=txn)
         log_event(logger, "linkage_nothing_new", run=state.run)
         return {"run": None, "new_rows": 0}
+    store.write(_plan(spark, state.run, rows, versions), table_path(warehouse, LINKAGE_INPUTS), txn=txn)
 
     with stage(logger, "persons", run=state.run):
         # earlier links of this batch's keys: a semi-join keeps the shuffle to batch size
@@ -229,14 +257,11 @@ def link(
     )
     report = reporting.build_report(spark, outcomes, founded.select("person_id", "origin"), fit, state.run)
     ledger = rows.select(F.lit(state.run).alias("run"), "source", "submission_id").distinct()
-    inputs = spark.createDataFrame([(state.run, d, v) for d, v in versions.items()], INPUTS_DDL)
     with stage(logger, "linkage_write", run=state.run):
-        txn = Txn(APP_ID, state.run)
         store.write(new_index, table_path(warehouse, PERSONS), txn=txn)
         store.write(link_rows, table_path(warehouse, LINK_MAP), partition_by=["source"], txn=txn)
         store.write(report, table_path(warehouse, LINKAGE_REPORT), txn=txn)
-        store.write(inputs, table_path(warehouse, LINKAGE_INPUTS), txn=txn)
-        store.write(ledger, table_path(warehouse, LINKAGE_RUNS), txn=txn)
+        store.write(ledger, ledger_path, txn=txn)
     summary = reporting.summarise(store.read(table_path(warehouse, LINKAGE_REPORT)), state.run)
     log_event(logger, "linkage_summary", **summary)
     return summary

@@ -48,11 +48,11 @@ def read_records(
     store: DeltaStore, warehouse: str, since: Mapping[str, int]
 ) -> tuple[DataFrame, dict[str, int]]:
     """Rows of every clinical table that exists, as `source` + INPUT_COLUMNS, and the version
-    of each table read.
+    of each table read, by source.
 
-    Only files added after a dataset's version in `since` (the version an earlier run read)
+    Only files added after a source's version in `since` (the version an earlier run read)
     are read, so a monthly run reads about a month of files rather than the tables' history;
-    a dataset not in `since` is read whole. Rewritten files bring back old rows too, which
+    a table whose source is not in `since` is read whole. Rewritten files bring back old rows too, which
     the caller drops by submission.
     """
     frames, versions = [], {}
@@ -61,8 +61,8 @@ def read_records(
         version = store.version(path)
         if version is None:
             continue
-        versions[dataset] = version
-        rows = store.read_added(path, since.get(dataset), version)
+        versions[source] = version
+        rows = store.read_added(path, since.get(source), version)
         frames.append(rows.select(F.lit(source).alias("source"), *INPUT_COLUMNS))
     if not frames:
         raise UsageError(
