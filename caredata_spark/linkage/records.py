@@ -52,8 +52,8 @@ def read_records(
 
     Only files added after a source's version in `since` (the version an earlier run read)
     are read, so a monthly run reads about a month of files rather than the tables' history;
-    a table whose source is not in `since` is read whole. Rewritten files bring back old rows too, which
-    the caller drops by submission.
+    a table whose source is not in `since` is read whole. Rewritten files bring back old
+    rows too, which the caller drops by submission.
     """
     frames, versions = [], {}
     for dataset, source in SOURCES.items():
