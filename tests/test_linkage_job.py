@@ -268,19 +268,25 @@ def test_nothing_new_is_a_no_op_through_the_command(
     assert _versions(store, scenario.warehouse) == scenario.versions_2
 
 
+def _run_1_dies_after_its_person_index(spark: SparkSession, store: DeltaStore, warehouse: Path) -> None:
+    """Run 1 links Alice's registration and commits its plan and person index, not the rest."""
+    _land_all(spark, store, warehouse, {"gp_patients": [("A81001/1", "A81001", ALICE)]}, "m1")
+    link(spark, store, str(warehouse), LinkageSettings())
+    for name in (LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS):
+        shutil.rmtree(table_path(str(warehouse), name))
+
+
 def test_a_run_resumed_after_new_submissions_links_what_it_planned_first(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    """Run 1 dies after its person index commit; a month is ingested before it is re-run.
-    The re-run links run 1's submissions only, so every person in the link map is in the
-    index, and the month waits for run 2. Without the plan, the re-run linked the month too,
-    and the persons it founded never reached the skipped index."""
+    """A month is ingested before the run that died is re-run (as when the next day's
+    pipeline ingests first). The re-run links run 1's submissions only, so every person in
+    the link map is in the index, and the month waits for run 2. Without the plan, the
+    re-run linked the month too, and the persons it founded never reached the skipped index."""
     store = open_store(spark)
-    _land_all(spark, store, tmp_path, {"gp_patients": [("A81001/1", "A81001", ALICE)]}, "m1")
-    link(spark, store, str(tmp_path), LinkageSettings())
-    for name in (LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS):  # what it had not committed yet
-        shutil.rmtree(table_path(str(tmp_path), name))
-    _land_all(spark, store, tmp_path, {"gp_patients": [("A81001/2", "A81001", BOB)], "hes_apc": [("E8", "RXH", ERIN)]}, "m2")
+    _run_1_dies_after_its_person_index(spark, store, tmp_path)
+    month = {"gp_patients": [("A81001/2", "A81001", BOB)], "hes_apc": [("E8", "RXH", ERIN)]}
+    _land_all(spark, store, tmp_path, month, "m2")
 
     resumed = link(spark, store, str(tmp_path), LinkageSettings())
     after_resume = _rows(store, tmp_path, LINK_MAP)
@@ -300,13 +306,12 @@ def test_a_run_resumed_after_new_submissions_links_what_it_planned_first(
 def test_a_resumed_run_whose_rows_were_all_erased_closes_and_the_next_goes_on(
     spark: SparkSession, tmp_path: Path
 ) -> None:
+    """A type 1 purge took every row run 1 planned before it was re-run: the re-run closes
+    run 1 in the ledger rather than waiting on its plan for ever."""
     store = open_store(spark)
-    _land_all(spark, store, tmp_path, {"gp_patients": [("A81001/1", "A81001", ALICE)]}, "m1")
-    link(spark, store, str(tmp_path), LinkageSettings())
-    for name in (LINK_MAP, LINKAGE_REPORT, LINKAGE_RUNS):
-        shutil.rmtree(table_path(str(tmp_path), name))
+    _run_1_dies_after_its_person_index(spark, store, tmp_path)
     gp = table_path(str(tmp_path), clinical("gp_patients"))
-    store.delete_keys(gp, spark.createDataFrame([("A81001/1",)], "record_key string"))  # a type 1 purge
+    store.delete_keys(gp, spark.createDataFrame([("A81001/1",)], "record_key string"))
     _land_all(spark, store, tmp_path, {"hes_apc": [("E8", "RXH", ERIN)]}, "m2")
 
     assert link(spark, store, str(tmp_path), LinkageSettings())["new_rows"] == 0
