@@ -208,9 +208,10 @@ def link(
         hes_rows = hes_all.select("source", "record_key", "provider", "signature").join(
             prior_links.select("source", "record_key"), on=["source", "record_key"], how="left_anti"
         )
-        hes_signatures = materialised(
-            identities(hes_all).join(hes_rows.select("signature"), on="signature", how="left_semi")
-        )
+        batch_identities = identities(hes_all)
+        if state.run > 1:  # only signatures of keys not linked before (run 1 has no earlier links)
+            batch_identities = batch_identities.join(hes_rows.select("signature"), on="signature", how="left_semi")
+        hes_signatures = materialised(batch_identities)
         known_index = state.persons.unionByName(gp_index.withColumn("run", F.lit(state.run)))
         unowned = materialised(found_hes_persons(hes_signatures, nhs_owners(known_index)))
         adopted = adopted_numbers(
