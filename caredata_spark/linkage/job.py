@@ -26,12 +26,14 @@ Incremental and restartable:
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.linkage import report as reporting
@@ -118,13 +120,10 @@ def _to_link(records: DataFrame, state: State) -> DataFrame:
     return records.join(state.planned.select("submission_id"), on="submission_id", how="left_semi")
 
 
-def _plan(spark: SparkSession, run: int, rows: DataFrame, versions: dict[str, int]) -> DataFrame:
+def _plan(spark: SparkSession, run: int, submissions: Sequence[Row], versions: dict[str, int]) -> DataFrame:
     """`linkage/inputs` rows of a run: its submissions, each with the version read of its table."""
-    read = spark.createDataFrame(list(versions.items()), "source string, version long")
-    submissions = rows.select("source", "submission_id").distinct()
-    return submissions.join(read, on="source", how="inner").select(
-        F.lit(run).alias("run"), "source", "submission_id", "version"
-    )
+    rows = [(run, s["source"], s["submission_id"], versions[s["source"]]) for s in submissions]
+    return spark.createDataFrame(rows, INPUTS_DDL)
 
 
 def materialised(frame: DataFrame) -> DataFrame:
@@ -184,7 +183,11 @@ def link(
     with stage(logger, "linkage_input", run=state.run) as metrics:
         records, versions = read_records(store, warehouse, state.since)
         rows = materialised(_to_link(with_signature(records), state))
-        per_source = {r["source"]: r["count"] for r in rows.groupBy("source").count().collect()}
+        # one row per submission file read, never per record: the plan, the ledger and counts
+        submissions = rows.groupBy("source", "submission_id").count().collect()
+        per_source: Counter[str] = Counter()
+        for submission in submissions:
+            per_source[submission["source"]] += submission["count"]
         metrics.update(per_source, retry=state.planned is not None)
     txn = Txn(APP_ID, state.run)
     ledger_path = table_path(warehouse, LINKAGE_RUNS)
@@ -194,7 +197,8 @@ def link(
             store.write(closed, ledger_path, txn=txn)
         log_event(logger, "linkage_nothing_new", run=state.run)
         return {"run": None, "new_rows": 0}
-    store.write(_plan(spark, state.run, rows, versions), table_path(warehouse, LINKAGE_INPUTS), txn=txn)
+    plan = _plan(spark, state.run, submissions, versions)
+    store.write(plan, table_path(warehouse, LINKAGE_INPUTS), txn=txn)
 
     with stage(logger, "persons", run=state.run):
         # earlier links of this batch's keys: a semi-join keeps the shuffle to batch size
@@ -257,7 +261,7 @@ def link(
         .agg(F.min("origin").alias("origin"))
     )
     report = reporting.build_report(spark, outcomes, founded.select("person_id", "origin"), fit, state.run)
-    ledger = rows.select(F.lit(state.run).alias("run"), "source", "submission_id").distinct()
+    ledger = plan.select("run", "source", "submission_id")
     with stage(logger, "linkage_write", run=state.run):
         store.write(new_index, table_path(warehouse, PERSONS), txn=txn)
         store.write(link_rows, table_path(warehouse, LINK_MAP), partition_by=["source"], txn=txn)
