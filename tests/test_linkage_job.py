@@ -256,6 +256,20 @@ def test_report_counts_records_per_run_step_and_provider(spark: SparkSession, sc
     assert report.filter("metric = 'em_m' AND run = 1").count() == sum(len(c.levels) for c in COMPARISONS)
 
 
+def test_run_2_reuses_the_m_and_u_run_1_estimated(spark: SparkSession, scenario: Scenario) -> None:
+    report = open_store(spark).read(table_path(str(scenario.warehouse), LINKAGE_REPORT))
+
+    def model(run: int) -> list[tuple]:
+        rows = report.filter((F.col("run") == run) & F.col("metric").isin("em_m", "em_u")).collect()
+        return sorted((r.metric, r.level, r.value) for r in rows)
+
+    assert len(model(1)) == 2 * sum(len(c.levels) for c in COMPARISONS)
+    assert model(2) == model(1)
+    assert {r.run: r.value for r in report.filter("metric = 'model_run'").collect()} == {1: 1.0, 2: 1.0}
+    assert report.filter("metric = 'training_pairs' AND run = 2").isEmpty()
+    assert (scenario.first["model_run"], scenario.second["model_run"]) == (1.0, 1.0)
+
+
 def test_nothing_new_is_a_no_op_through_the_command(
     scenario: Scenario, spark: SparkSession, capsys: pytest.CaptureFixture[str]
 ) -> None:

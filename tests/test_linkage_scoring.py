@@ -6,18 +6,21 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from dataclasses import dataclass
 
 import pytest
 from chispa import assert_df_equality
 from linkage_data import ALICE, BOB, JAN1, PERSONS, TWIN_1, Ids, reference, signatures
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from caredata_spark.config import ConfigError
 from caredata_spark.linkage.deterministic import link_deterministic
 from caredata_spark.linkage.scoring import (
     COMPARISONS,
     LEVEL_COLUMNS,
+    FittedParameters,
     MatchModel,
+    ScoredFit,
     decide,
     estimate_u,
     fit_m,
@@ -188,7 +191,24 @@ def _noisy(ids: Ids, rng: random.Random) -> Ids:
     )
 
 
-def test_scored_step_links_what_rules_miss_and_never_twins(spark: SparkSession) -> None:
+SETTINGS = LinkageSettings(refit_every_runs=3)
+
+
+@dataclass(frozen=True)
+class ScoredCase:
+    """A 402-person index, hospital copies with noise, and the scored step's first run."""
+
+    people: dict[str, Ids]
+    noisy: dict[str, Ids]
+    to_link: DataFrame
+    known: DataFrame
+    index: DataFrame
+    scored: DataFrame
+    fit: ScoredFit
+
+
+@pytest.fixture(scope="module")
+def case(spark: SparkSession) -> ScoredCase:
     rng = random.Random(20240501)
     people = _population(rng, 400)
     twin_a = Ids(nhs="1112223334", dob="2005-04-09", sex="2", postcode="LS1 5AE")
@@ -199,28 +219,47 @@ def test_scored_step_links_what_rules_miss_and_never_twins(spark: SparkSession) 
     to_link = signatures(spark, records)
     index = reference(spark, {p: [ids] for p, ids in people.items()})
     known = link_deterministic(to_link, index).filter("person_id IS NOT NULL").select("signature", "person_id")
+    scored, fit = link_scored(to_link, known, index, SETTINGS)
+    return ScoredCase(people, noisy, to_link, known, index, scored.cache(), fit)
 
-    scored, fit = link_scored(to_link, known, index, LinkageSettings())
-    links = {bytes(r.signature).decode(): r.person_id for r in scored.collect()}
-    by_rules = {bytes(r.signature).decode(): r.person_id for r in known.collect()}
 
-    assert fit.model is not None and [rule for rule, _, _ in fit.sessions] == ["train_nhs", "train_postcode"]
+def test_scored_step_links_what_rules_miss_and_never_twins(case: ScoredCase) -> None:
+    links = {bytes(r.signature).decode(): r.person_id for r in case.scored.collect()}
+    by_rules = {bytes(r.signature).decode(): r.person_id for r in case.known.collect()}
+
+    assert case.fit.model is not None and [rule for rule, _, _ in case.fit.sessions] == ["train_nhs", "train_postcode"]
     wrong = {s: p for s, p in links.items() if p is not None and s.split("/")[0] != p}
     assert wrong == {}
     assert links.get("twin/no_nhs") is None and "twin/no_nhs" in links  # a candidate, yet unlinked
     # a mistyped NHS number, DOB and sex right, moved within the district: only the score links
     typos = {
-        s for s, ids in noisy.items()
-        if not ids.nhs_valid and ids.nhs and ids.dob == people[s.split("/")[0]].dob
+        s for s, ids in case.noisy.items()
+        if not ids.nhs_valid and ids.nhs and ids.dob == case.people[s.split("/")[0]].dob
         and ids.postcode.endswith("9ZZ")
     }
     assert typos and not typos & set(by_rules)
     assert {s for s in typos if links.get(s)} == typos
 
 
+def test_later_runs_reuse_m_and_u_until_a_refit_is_due(case: ScoredCase) -> None:
+    """Run 1 fitted; with `refit_every_runs` 3, run 3 reuses its m and u and run 4 refits."""
+    assert case.fit.model is not None and case.fit.fitted_run == 1
+    earlier = FittedParameters(1, case.fit.model.m, case.fit.model.u)
+
+    scored, fit = link_scored(case.to_link, case.known, case.index, SETTINGS, run=3, earlier=earlier)
+    assert (fit.fitted_run, fit.sessions, fit.random_pairs) == (1, (), 0)
+    assert fit.model == case.fit.model  # the same index, so the same prior too
+    assert_df_equality(scored, case.scored, ignore_row_order=True, ignore_nullable=True)
+
+    _, refit = link_scored(case.to_link, case.known, case.index, SETTINGS, run=4, earlier=earlier)
+    assert refit.fitted_run == 4 and [rule for rule, _, _ in refit.sessions] == ["train_nhs", "train_postcode"]
+
+
 def test_settings_are_validated_naming_the_field() -> None:
     assert linkage_settings({}).min_weight == pytest.approx(math.log2(999))
     with pytest.raises(ConfigError, match="min_probability"):
         linkage_settings({"min_probability": 1.5})
+    with pytest.raises(ConfigError, match="refit_every_runs"):
+        linkage_settings({"refit_every_runs": 0})
     with pytest.raises(ConfigError, match="linkage.threshold"):
         linkage_settings({"threshold": 0.9})

@@ -79,6 +79,7 @@ class State:
     consumed: DataFrame  # submission_id of every row already linked
     link_map: DataFrame
     persons: DataFrame
+    report: DataFrame
     since: dict[str, int]  # source -> the version of its clinical table an earlier run read
     planned: DataFrame | None  # source, submission_id planned by an attempt of this run that died
 
@@ -101,6 +102,7 @@ def load_state(spark: SparkSession, store: DeltaStore, warehouse: str) -> State:
         consumed=_earlier(store, spark, runs_path, RUNS_DDL, run).select("submission_id"),
         link_map=_earlier(store, spark, table_path(warehouse, LINK_MAP), LINK_MAP_DDL, run),
         persons=_earlier(store, spark, table_path(warehouse, PERSONS), PERSONS_DDL, run),
+        report=_earlier(store, spark, table_path(warehouse, LINKAGE_REPORT), reporting.REPORT_DDL, run),
         since=_versions_read(inputs.filter(F.col("run") < run)),
         planned=None if planned.isEmpty() else planned,
     )
@@ -241,7 +243,8 @@ def link(
         deterministic = materialised(link_deterministic(to_link, reference))
     with stage(logger, "scored_step", run=state.run) as metrics:
         known = deterministic.filter(F.col("person_id").isNotNull()).select("signature", "person_id")
-        scored, fit = link_scored(to_link, known, reference, settings)
+        earlier_fit = reporting.fitted_parameters(state.report)
+        scored, fit = link_scored(to_link, known, reference, settings, state.run, earlier_fit)
         by_signature = signature_outcomes(
             founders.select("signature", "person_id", "match_step"),
             deterministic,

@@ -10,6 +10,7 @@ One row per (run, metric, source, provider, match_step, level) with a numeric `v
 | expected_false_links   | source                                 | sum of (1 - match probability) over scored links |
 | new_persons            | level (origin gp / hes)                | persons founded by the run     |
 | em_m, em_u             | level (`comparison:level`)             | fitted probabilities           |
+| model_run              | -                                      | the run whose EM fitted em_m and em_u (earlier when reused) |
 | training_pairs, em_iterations, em_session_match_share | level (training session) | EM sessions |
 | threshold_weight, prior_weight, random_pairs | -                | scalars of the scored step     |
 
@@ -25,7 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.linkage.records import GP
-from caredata_spark.linkage.scoring import COMPARISONS, SCORED, ScoredFit
+from caredata_spark.linkage.scoring import COMPARISONS, SCORED, FittedParameters, ScoredFit
 
 REPORT_DDL = (
     "run int, metric string, source string, provider string, match_step string, level string, "
@@ -65,6 +66,8 @@ def _model_rows(fit: ScoredFit) -> Iterable[tuple[str, str | None, float]]:
     if fit.model is None:
         return
     yield "prior_weight", None, fit.model.prior_weight
+    if fit.fitted_run is not None:
+        yield "model_run", None, float(fit.fitted_run)
     for comparison, ms, us in zip(COMPARISONS, fit.model.m, fit.model.u):
         for name, m, u in zip(comparison.levels, ms, us):
             yield "em_m", f"{comparison.name}:{name}", m
@@ -133,6 +136,28 @@ def build_report(
     for part in parts[1:]:
         result = result.unionByName(part)
     return result
+
+
+def fitted_parameters(report: DataFrame) -> FittedParameters | None:
+    """The m and u of the latest run in `report` that recorded them, to reuse.
+
+    None when no run did, or when its levels are not today's comparisons' (a report written
+    before a comparison changed): the run then estimates its own.
+    """
+    latest = report.filter(F.col("metric") == "em_m").agg(F.max("run")).first()[0]
+    if latest is None:
+        return None
+    rows = report.filter((F.col("run") == latest) & F.col("metric").isin("em_m", "em_u", "model_run")).collect()
+    values = {(row["metric"], row["level"]): row["value"] for row in rows}
+    try:
+        m, u = (
+            tuple(tuple(values[metric, f"{c.name}:{level}"] for level in c.levels) for c in COMPARISONS)
+            for metric in ("em_m", "em_u")
+        )
+    except KeyError:
+        return None
+    fitted = values.get(("model_run", None))
+    return FittedParameters(int(fitted) if fitted is not None else latest, m, u)
 
 
 def summarise(report: DataFrame, run: int) -> dict[str, Any]:

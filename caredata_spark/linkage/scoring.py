@@ -16,6 +16,10 @@ wrong, a stale postcode) while staying on hashes.
   Pairs are reduced in Spark to counts per comparison vector (at most 4 x 5 x 3 x 4 = 240
   rows, whatever the population): these are the sufficient statistics of the model, so
   the EM iterations run on them on the driver exactly as if they re-aggregated the pairs.
+- Reuse: m and u are kept in `linkage/report`; later runs reuse them (with the prior of
+  their own person index) until `linkage.refit_every_runs` runs have passed, so a monthly
+  run neither re-estimates from one month's records nor draws training pairs against the
+  whole person index again.
 - Two valid NHS numbers that differ are never scored as one person: a Modulus 11 number
   cannot become another valid number by one typo, so such a pair is two people (twins
   with the same DOB, sex and postcode are exactly this case).
@@ -332,13 +336,27 @@ SCORED_DDL = (
 
 
 @dataclass(frozen=True)
+class FittedParameters:
+    """m and u as the EM of run `run` estimated them (kept in `linkage/report`)."""
+
+    run: int
+    m: tuple[tuple[float, ...], ...]
+    u: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
 class ScoredFit:
-    """What the scored step estimated and from how much, for the report (never data)."""
+    """What the scored step estimated and from how much, for the report (never data).
+
+    `fitted_run`: the run whose EM estimated the model's m and u (this run, or the earlier
+    one it reused them from); `sessions` and `random_pairs` are empty when reused.
+    """
 
     model: MatchModel | None
     min_weight: float
     random_pairs: int = 0
     sessions: tuple[tuple[str, int, Session], ...] = ()  # (rule, pairs, fit)
+    fitted_run: int | None = None
 
     def figures(self) -> dict[str, Any]:
         figures: dict[str, Any] = {"random_pairs": self.random_pairs, "threshold_weight": round(self.min_weight, 3)}
@@ -347,6 +365,7 @@ class ScoredFit:
             figures[f"{rule}_iterations"] = session.iterations
         if self.model is not None:
             figures["prior_weight"] = round(self.model.prior_weight, 3)
+            figures["model_run"] = self.fitted_run
         return figures
 
 
@@ -359,7 +378,12 @@ def sample_signatures(signatures: DataFrame, available: int, target: int) -> Dat
 
 
 def train(
-    to_link: DataFrame, available: int, reference: DataFrame, known: DataFrame, settings: LinkageSettings
+    to_link: DataFrame,
+    available: int,
+    reference: DataFrame,
+    known: DataFrame,
+    settings: LinkageSettings,
+    run: int,
 ) -> ScoredFit:
     """u from random pairs, m by EM sessions, prior = one match among the persons.
 
@@ -370,7 +394,7 @@ def train(
     streams past it, instead of being shuffled for each session.
     """
     reference_rows, persons = reference.agg(F.count(F.lit(1)), F.count_distinct("person_id")).first()
-    if not available or not persons:
+    if not persons:
         return ScoredFit(None, settings.min_weight)
     sample = sample_signatures(to_link, available, settings.em_sample_signatures)
     sample_size = min(available, settings.em_sample_signatures)
@@ -393,7 +417,16 @@ def train(
             m[names.index(name)] = session.m[names.index(name)]
         sessions.append((rule.name, sum(n for _, n in counts), session))
     model = MatchModel(tuple(m), u, 1.0 / (persons + 1))
-    return ScoredFit(model, settings.min_weight, sum(n for _, n in random), tuple(sessions))
+    return ScoredFit(model, settings.min_weight, sum(n for _, n in random), tuple(sessions), run)
+
+
+def reused(earlier: FittedParameters, reference: DataFrame, settings: LinkageSettings) -> ScoredFit:
+    """`earlier`'s m and u; the prior, one match among the persons, from today's index."""
+    persons = reference.agg(F.count_distinct("person_id")).first()[0]
+    if not persons:
+        return ScoredFit(None, settings.min_weight)
+    model = MatchModel(earlier.m, earlier.u, 1.0 / (persons + 1))
+    return ScoredFit(model, settings.min_weight, fitted_run=earlier.run)
 
 
 def link_scored(
@@ -401,16 +434,24 @@ def link_scored(
     known: DataFrame,
     reference: DataFrame,
     settings: LinkageSettings,
+    run: int = 1,
+    earlier: FittedParameters | None = None,
 ) -> tuple[DataFrame, ScoredFit]:
     """Train on (a sample of) all signatures to link, then score the residue against persons.
 
     `known`: the signatures the rules linked, with their person; the rest is the residue.
     Training uses every signature, not only the residue: the rules' easy links are where
-    most matches are, and m describes matches. Returns, per residue signature with
-    candidates, the `decide` columns.
+    most matches are, and m describes matches. `earlier`: the latest m and u an earlier run
+    estimated, reused instead of training until `settings.refit_every_runs` runs have
+    passed. Returns, per residue signature with candidates, the `decide` columns.
     """
     signatures = to_link.count()
-    fit = train(to_link, signatures, reference, known, settings)
+    if not signatures:
+        fit = ScoredFit(None, settings.min_weight)
+    elif earlier is not None and run - earlier.run < settings.refit_every_runs:
+        fit = reused(earlier, reference, settings)
+    else:
+        fit = train(to_link, signatures, reference, known, settings, run)
     if fit.model is None:
         return to_link.sparkSession.createDataFrame([], SCORED_DDL), fit
     residue = to_link.join(known.select("signature"), on="signature", how="left_anti")

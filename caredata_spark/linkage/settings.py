@@ -27,6 +27,9 @@ class LinkageSettings:
     u_sample_pairs: int = 2_000_000  # random pairs u is estimated from
     em_max_iterations: int = 200
     em_tolerance: float = 1e-7
+    # m and u are estimated on the first run, then again every this many runs; the runs
+    # between reuse the latest estimate (12: once a year for monthly runs; 1: every run)
+    refit_every_runs: int = 12
     # record-side blocking keys (the scored residue's 15 per signature, the training
     # sample's one per session, adoption's founders' 2) are broadcast up to this many;
     # each key row carries its record's identity hashes, about 550 bytes, so the default
@@ -44,6 +47,8 @@ class LinkageSettings:
             raise ConfigError(f"u_sample_pairs: expected >= 1, got {self.u_sample_pairs}")
         if self.em_max_iterations < 1:
             raise ConfigError(f"em_max_iterations: expected >= 1, got {self.em_max_iterations}")
+        if self.refit_every_runs < 1:
+            raise ConfigError(f"refit_every_runs: expected >= 1, got {self.refit_every_runs}")
         if self.broadcast_residue_keys < 0:
             raise ConfigError(f"broadcast_residue_keys: expected >= 0, got {self.broadcast_residue_keys}")
         if not self.em_tolerance > 0:
