@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from caredata_spark.cli import main
 from caredata_spark.linkage.job import OUTCOME_DDL, link, record_outcomes
+from caredata_spark.linkage.report import fitted_parameters
 from caredata_spark.linkage.scoring import COMPARISONS
 from caredata_spark.linkage.settings import LinkageSettings
 from caredata_spark.storage import DeltaStore, open_store
@@ -256,18 +257,21 @@ def test_report_counts_records_per_run_step_and_provider(spark: SparkSession, sc
     assert report.filter("metric = 'em_m' AND run = 1").count() == sum(len(c.levels) for c in COMPARISONS)
 
 
-def test_run_2_reuses_the_m_and_u_run_1_estimated(spark: SparkSession, scenario: Scenario) -> None:
+def test_the_report_keeps_each_runs_model_for_the_next(spark: SparkSession, scenario: Scenario) -> None:
+    """Run 1 estimated m and u from its few signatures, less than a full sample, so run 2
+    estimated its own; the next run reads run 2's back from the report."""
     report = open_store(spark).read(table_path(str(scenario.warehouse), LINKAGE_REPORT))
+    assert {r.run: r.value for r in report.filter("metric = 'model_run'").collect()} == {1: 1.0, 2: 2.0}
 
-    def model(run: int) -> list[tuple]:
-        rows = report.filter((F.col("run") == run) & F.col("metric").isin("em_m", "em_u")).collect()
-        return sorted((r.metric, r.level, r.value) for r in rows)
-
-    assert len(model(1)) == 2 * sum(len(c.levels) for c in COMPARISONS)
-    assert model(2) == model(1)
-    assert {r.run: r.value for r in report.filter("metric = 'model_run'").collect()} == {1: 1.0, 2: 1.0}
-    assert report.filter("metric = 'training_pairs' AND run = 2").isEmpty()
-    assert (scenario.first["model_run"], scenario.second["model_run"]) == (1.0, 1.0)
+    parameters = fitted_parameters(report)
+    assert parameters is not None and parameters.run == 2
+    assert parameters.signatures == scenario.second["model_signatures"] > 0
+    em = [scenario.second[metric] for metric in ("em_m", "em_u")]
+    assert (parameters.m, parameters.u) == tuple(
+        tuple(tuple(values[f"{c.name}:{level}"] for level in c.levels) for c in COMPARISONS) for values in em
+    )
+    assert not parameters.reusable(3, LinkageSettings())  # a partial sample
+    assert parameters.reusable(3, LinkageSettings(em_sample_signatures=parameters.signatures))
 
 
 def test_nothing_new_is_a_no_op_through_the_command(

@@ -191,13 +191,14 @@ def _noisy(ids: Ids, rng: random.Random) -> Ids:
     )
 
 
-SETTINGS = LinkageSettings(refit_every_runs=3)
-
-
 @dataclass(frozen=True)
 class ScoredCase:
-    """A 402-person index, hospital copies with noise, and the scored step's first run."""
+    """A 402-person index, hospital copies with noise, and the scored step's first run.
 
+    `settings`: a sample of every signature (a full sample) and a refit every 3 runs.
+    """
+
+    settings: LinkageSettings
     people: dict[str, Ids]
     noisy: dict[str, Ids]
     to_link: DataFrame
@@ -219,8 +220,9 @@ def case(spark: SparkSession) -> ScoredCase:
     to_link = signatures(spark, records)
     index = reference(spark, {p: [ids] for p, ids in people.items()})
     known = link_deterministic(to_link, index).filter("person_id IS NOT NULL").select("signature", "person_id")
-    scored, fit = link_scored(to_link, known, index, SETTINGS)
-    return ScoredCase(people, noisy, to_link, known, index, scored.cache(), fit)
+    settings = LinkageSettings(refit_every_runs=3, em_sample_signatures=to_link.count())
+    scored, fit = link_scored(to_link, known, index, settings)
+    return ScoredCase(settings, people, noisy, to_link, known, index, scored.cache(), fit)
 
 
 def test_scored_step_links_what_rules_miss_and_never_twins(case: ScoredCase) -> None:
@@ -242,17 +244,27 @@ def test_scored_step_links_what_rules_miss_and_never_twins(case: ScoredCase) -> 
 
 
 def test_later_runs_reuse_m_and_u_until_a_refit_is_due(case: ScoredCase) -> None:
-    """Run 1 fitted; with `refit_every_runs` 3, run 3 reuses its m and u and run 4 refits."""
-    assert case.fit.model is not None and case.fit.fitted_run == 1
-    earlier = FittedParameters(1, case.fit.model.m, case.fit.model.u)
+    """Run 1 fitted on a full sample; with `refit_every_runs` 3, run 3 reuses its m and u."""
+    assert case.fit.model is not None
+    assert (case.fit.fitted_run, case.fit.fitted_signatures) == (1, case.settings.em_sample_signatures)
+    earlier = FittedParameters(1, case.fit.model.m, case.fit.model.u, case.fit.fitted_signatures)
 
-    scored, fit = link_scored(case.to_link, case.known, case.index, SETTINGS, run=3, earlier=earlier)
-    assert (fit.fitted_run, fit.sessions, fit.random_pairs) == (1, (), 0)
+    scored, fit = link_scored(case.to_link, case.known, case.index, case.settings, run=3, earlier=earlier)
+    assert (fit.fitted_run, fit.fitted_signatures, fit.sessions, fit.random_pairs) == (1, earlier.signatures, (), 0)
     assert fit.model == case.fit.model  # the same index, so the same prior too
     assert_df_equality(scored, case.scored, ignore_row_order=True, ignore_nullable=True)
 
-    _, refit = link_scored(case.to_link, case.known, case.index, SETTINGS, run=4, earlier=earlier)
-    assert refit.fitted_run == 4 and [rule for rule, _, _ in refit.sessions] == ["train_nhs", "train_postcode"]
+
+@pytest.mark.parametrize(
+    "run, sample_shortfall", [(4, 0), (2, 1)], ids=["a refit is due", "run 1's sample was not full"]
+)
+def test_a_run_estimates_its_own_m_and_u(case: ScoredCase, run: int, sample_shortfall: int) -> None:
+    assert case.fit.model is not None
+    signatures = case.settings.em_sample_signatures - sample_shortfall
+    earlier = FittedParameters(1, case.fit.model.m, case.fit.model.u, signatures)
+
+    _, fit = link_scored(case.to_link, case.known, case.index, case.settings, run=run, earlier=earlier)
+    assert fit.fitted_run == run and [rule for rule, _, _ in fit.sessions] == ["train_nhs", "train_postcode"]
 
 
 def test_settings_are_validated_naming_the_field() -> None:

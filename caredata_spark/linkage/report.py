@@ -10,7 +10,7 @@ One row per (run, metric, source, provider, match_step, level) with a numeric `v
 | expected_false_links   | source                                 | sum of (1 - match probability) over scored links |
 | new_persons            | level (origin gp / hes)                | persons founded by the run     |
 | em_m, em_u             | level (`comparison:level`)             | fitted probabilities           |
-| model_run              | -                                      | the run whose EM fitted em_m and em_u (earlier when reused) |
+| model_run, model_signatures | -                                 | the run whose EM fitted em_m and em_u (earlier when reused), and its sample of signatures |
 | training_pairs, em_iterations, em_session_match_share | level (training session) | EM sessions |
 | threshold_weight, prior_weight, random_pairs | -                | scalars of the scored step     |
 
@@ -68,6 +68,7 @@ def _model_rows(fit: ScoredFit) -> Iterable[tuple[str, str | None, float]]:
     yield "prior_weight", None, fit.model.prior_weight
     if fit.fitted_run is not None:
         yield "model_run", None, float(fit.fitted_run)
+        yield "model_signatures", None, float(fit.fitted_signatures)
     for comparison, ms, us in zip(COMPARISONS, fit.model.m, fit.model.u):
         for name, m, u in zip(comparison.levels, ms, us):
             yield "em_m", f"{comparison.name}:{name}", m
@@ -142,12 +143,14 @@ def fitted_parameters(report: DataFrame) -> FittedParameters | None:
     """The m and u of the latest run in `report` that recorded them, to reuse.
 
     None when no run did, or when its levels are not today's comparisons' (a report written
-    before a comparison changed): the run then estimates its own.
+    before a comparison changed): the run then estimates its own. A report without
+    `model_signatures` (older runs) counts as a partial sample, so it is re-estimated too.
     """
     latest = report.filter(F.col("metric") == "em_m").agg(F.max("run")).first()[0]
     if latest is None:
         return None
-    rows = report.filter((F.col("run") == latest) & F.col("metric").isin("em_m", "em_u", "model_run")).collect()
+    metrics = ("em_m", "em_u", "model_run", "model_signatures")
+    rows = report.filter((F.col("run") == latest) & F.col("metric").isin(*metrics)).collect()
     values = {(row["metric"], row["level"]): row["value"] for row in rows}
     try:
         m, u = (
@@ -156,8 +159,8 @@ def fitted_parameters(report: DataFrame) -> FittedParameters | None:
         )
     except KeyError:
         return None
-    fitted = values.get(("model_run", None))
-    return FittedParameters(int(fitted) if fitted is not None else latest, m, u)
+    fitted = values.get(("model_run", None), latest)
+    return FittedParameters(int(fitted), m, u, int(values.get(("model_signatures", None), 0)))
 
 
 def summarise(report: DataFrame, run: int) -> dict[str, Any]:

@@ -19,7 +19,8 @@ wrong, a stale postcode) while staying on hashes.
 - Reuse: m and u are kept in `linkage/report`; later runs reuse them (with the prior of
   their own person index) until `linkage.refit_every_runs` runs have passed, so a monthly
   run neither re-estimates from one month's records nor draws training pairs against the
-  whole person index again.
+  whole person index again. An estimate from less than a full sample is re-estimated by
+  the next run.
 - Two valid NHS numbers that differ are never scored as one person: a Modulus 11 number
   cannot become another valid number by one typo, so such a pair is two people (twins
   with the same DOB, sex and postcode are exactly this case).
@@ -337,11 +338,20 @@ SCORED_DDL = (
 
 @dataclass(frozen=True)
 class FittedParameters:
-    """m and u as the EM of run `run` estimated them (kept in `linkage/report`)."""
+    """m and u as the EM of run `run` estimated them from `signatures` sampled signatures
+    (kept in `linkage/report`)."""
 
     run: int
     m: tuple[tuple[float, ...], ...]
     u: tuple[tuple[float, ...], ...]
+    signatures: int
+
+    def reusable(self, run: int, settings: LinkageSettings) -> bool:
+        """Whether run `run` reuses these rather than estimating its own: only within
+        `refit_every_runs` of the estimate, and only an estimate from a full sample (a first
+        run of a few pilot submissions must not set the weights for a year)."""
+        full = self.signatures >= settings.em_sample_signatures
+        return full and run - self.run < settings.refit_every_runs
 
 
 @dataclass(frozen=True)
@@ -349,7 +359,8 @@ class ScoredFit:
     """What the scored step estimated and from how much, for the report (never data).
 
     `fitted_run`: the run whose EM estimated the model's m and u (this run, or the earlier
-    one it reused them from); `sessions` and `random_pairs` are empty when reused.
+    one it reused them from), from `fitted_signatures` sampled signatures; `sessions` and
+    `random_pairs` are empty when reused.
     """
 
     model: MatchModel | None
@@ -357,6 +368,7 @@ class ScoredFit:
     random_pairs: int = 0
     sessions: tuple[tuple[str, int, Session], ...] = ()  # (rule, pairs, fit)
     fitted_run: int | None = None
+    fitted_signatures: int = 0
 
     def figures(self) -> dict[str, Any]:
         figures: dict[str, Any] = {"random_pairs": self.random_pairs, "threshold_weight": round(self.min_weight, 3)}
@@ -366,6 +378,7 @@ class ScoredFit:
         if self.model is not None:
             figures["prior_weight"] = round(self.model.prior_weight, 3)
             figures["model_run"] = self.fitted_run
+            figures["model_signatures"] = self.fitted_signatures
         return figures
 
 
@@ -417,7 +430,7 @@ def train(
             m[names.index(name)] = session.m[names.index(name)]
         sessions.append((rule.name, sum(n for _, n in counts), session))
     model = MatchModel(tuple(m), u, 1.0 / (persons + 1))
-    return ScoredFit(model, settings.min_weight, sum(n for _, n in random), tuple(sessions), run)
+    return ScoredFit(model, settings.min_weight, sum(n for _, n in random), tuple(sessions), run, sample_size)
 
 
 def reused(earlier: FittedParameters, reference: DataFrame, settings: LinkageSettings) -> ScoredFit:
@@ -426,7 +439,7 @@ def reused(earlier: FittedParameters, reference: DataFrame, settings: LinkageSet
     if not persons:
         return ScoredFit(None, settings.min_weight)
     model = MatchModel(earlier.m, earlier.u, 1.0 / (persons + 1))
-    return ScoredFit(model, settings.min_weight, fitted_run=earlier.run)
+    return ScoredFit(model, settings.min_weight, fitted_run=earlier.run, fitted_signatures=earlier.signatures)
 
 
 def link_scored(
@@ -442,13 +455,13 @@ def link_scored(
     `known`: the signatures the rules linked, with their person; the rest is the residue.
     Training uses every signature, not only the residue: the rules' easy links are where
     most matches are, and m describes matches. `earlier`: the latest m and u an earlier run
-    estimated, reused instead of training until `settings.refit_every_runs` runs have
-    passed. Returns, per residue signature with candidates, the `decide` columns.
+    estimated, reused instead of training when `FittedParameters.reusable`. Returns, per
+    residue signature with candidates, the `decide` columns.
     """
     signatures = to_link.count()
     if not signatures:
         fit = ScoredFit(None, settings.min_weight)
-    elif earlier is not None and run - earlier.run < settings.refit_every_runs:
+    elif earlier is not None and earlier.reusable(run, settings):
         fit = reused(earlier, reference, settings)
     else:
         fit = train(to_link, signatures, reference, known, settings, run)
