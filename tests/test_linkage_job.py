@@ -274,6 +274,24 @@ def test_the_report_keeps_each_runs_model_for_the_next(spark: SparkSession, scen
     assert parameters.reusable(3, LinkageSettings(em_sample_signatures=parameters.signatures))
 
 
+def test_run_2_scores_with_the_m_and_u_run_1_estimated_from_a_full_sample(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A sample of one signature is full here, so run 2 reuses run 1's estimate, says so in
+    the report, and draws no pairs of its own."""
+    store = open_store(spark)
+    settings = LinkageSettings(em_sample_signatures=1)
+    _land_all(spark, store, tmp_path, RUN_1, "m1")
+    first = link(spark, store, str(tmp_path), settings)
+    _land_all(spark, store, tmp_path, RUN_2, "m2")
+    second = link(spark, store, str(tmp_path), settings)
+
+    assert (first["model_run"], second["model_run"]) == (1.0, 1.0)
+    assert (second["em_m"], second["em_u"]) == (first["em_m"], first["em_u"])
+    assert second["random_pairs"] == 0 and "training_pairs" not in second
+    assert first["random_pairs"] > 0
+
+
 def test_nothing_new_is_a_no_op_through_the_command(
     scenario: Scenario, spark: SparkSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
