@@ -52,10 +52,6 @@ def _rows(frame: DataFrame, metric: str, run: int) -> DataFrame:
     ).select(F.lit(run).alias("run"), F.lit(metric).alias("metric"), *REPORT_COLUMNS[2:])
 
 
-def _counted(frame: DataFrame, *keys: Column | str) -> DataFrame:
-    return frame.groupBy(*keys).agg(F.count(F.lit(1)).alias("value"))
-
-
 def _model_rows(fit: ScoredFit) -> Iterable[tuple[str, str | None, float]]:
     yield "threshold_weight", None, fit.min_weight
     yield "random_pairs", None, float(fit.random_pairs)
@@ -75,6 +71,29 @@ def _model_rows(fit: ScoredFit) -> Iterable[tuple[str, str | None, float]]:
             yield "em_u", f"{comparison.name}:{name}", u
 
 
+def _tallied(outcomes: DataFrame) -> DataFrame:
+    """Keys and expected false links at the finest grain any per-record metric uses.
+
+    Each metric below sums this one small aggregation (checkpointed: otherwise Spark pushes
+    each metric's filter below it and scans the outcomes, a row per record key, four times).
+    """
+    low, high = SCORE_RANGE
+    weight = F.col("best_weight")
+    # greatest and least skip nulls, so an unscored key needs its own null bin
+    score_bin = F.when(weight.isNotNull(), F.greatest(F.least(F.floor(weight), F.lit(high)), F.lit(low)))
+    false_share = 1.0 / (1.0 + F.pow(F.lit(2.0), F.col("match_weight")))
+    grain = ("source", "provider", _step(), "ambiguous_step", score_bin.cast("string").alias("score_bin"))
+    tallies = outcomes.groupBy(*grain).agg(
+        F.count(F.lit(1)).alias("keys"),
+        F.sum(F.when(F.col("match_step") == SCORED, false_share)).alias("false_share"),
+    )
+    return tallies.localCheckpoint(eager=True)
+
+
+def _summed(tallies: DataFrame, *keys: Column | str) -> DataFrame:
+    return tallies.groupBy(*keys).agg(F.sum("keys").alias("value"))
+
+
 def build_report(
     spark: SparkSession,
     outcomes: DataFrame,
@@ -86,35 +105,33 @@ def build_report(
     (source, provider, match_step, match_weight, best_weight, ambiguous_step);
     `new_persons`: (person_id, origin) of persons founded by this run.
     """
-    low, high = SCORE_RANGE
-    score_bin = F.greatest(F.least(F.floor("best_weight"), F.lit(high)), F.lit(low))
-    false_share = 1.0 / (1.0 + F.pow(F.lit(2.0), F.col("match_weight")))
+    tallies = _tallied(outcomes)
     model = spark.createDataFrame(
         [(metric, level, value) for metric, level, value in _model_rows(fit)],
         "metric string, level string, value double",
     )
     parts = [
-        _rows(_counted(outcomes, "source", "provider", _step()), "records", run),
+        _rows(_summed(tallies, "source", "provider", "match_step"), "records", run),
         _rows(
-            _counted(
-                outcomes.filter(F.col("ambiguous_step").isNotNull()),
-                "source", "provider", _step(), F.col("ambiguous_step").alias("level"),
+            _summed(
+                tallies.filter(F.col("ambiguous_step").isNotNull()),
+                "source", "provider", "match_step", F.col("ambiguous_step").alias("level"),
             ),
             "ambiguous",
             run,
         ),
         _rows(
-            _counted(
-                outcomes.filter(F.col("best_weight").isNotNull()),
-                "source", _step(), score_bin.cast("string").alias("level"),
+            _summed(
+                tallies.filter(F.col("score_bin").isNotNull()),
+                "source", "match_step", F.col("score_bin").alias("level"),
             ),
             "score_distribution",
             run,
         ),
         _rows(
-            outcomes.filter(F.col("match_step") == SCORED)
+            tallies.filter(F.col("match_step") == SCORED)
             .groupBy("source")
-            .agg(F.sum(false_share).alias("value")),
+            .agg(F.sum("false_share").alias("value")),
             "expected_false_links",
             run,
         ),
