@@ -184,7 +184,12 @@ def link(
     state = load_state(spark, store, warehouse)
     with stage(logger, "linkage_input", run=state.run) as metrics:
         records, versions = read_records(store, warehouse, state.since)
-        rows = materialised(_to_link(with_signature(records), state))
+        signed = _to_link(with_signature(records), state)
+        # apart, so GP steps never scan hospital rows (nor hospital steps GP rows); the
+        # filters prune the union's branches, so each table is still read once
+        gp_rows = materialised(signed.filter(F.col("source") == GP))
+        hes_all = materialised(signed.filter(F.col("source") != GP))
+        rows = gp_rows.unionByName(hes_all)
         # one row per submission file read, never per record: the plan, the ledger and counts
         submissions = rows.groupBy("source", "submission_id").count().collect()
         per_source: Counter[str] = Counter()
@@ -206,11 +211,9 @@ def link(
         # earlier links of this batch's keys: a semi-join keeps the shuffle to batch size
         batch_keys = rows.select("source", "record_key").distinct()
         prior_links = state.link_map.join(batch_keys, on=["source", "record_key"], how="left_semi")
-        gp_rows = rows.filter(F.col("source") == GP)
         gp_persons = materialised(register_gp(gp_rows, prior_links, nhs_owners(state.persons)))
         gp_index = materialised(gp_identities(gp_rows, gp_persons))  # read three times below
         # the anti-join moves keys only; identities come from one dedup of the wide rows
-        hes_all = rows.filter(F.col("source") != GP)
         hes_rows = hes_all.select("source", "record_key", "provider", "signature").join(
             prior_links.select("source", "record_key"), on=["source", "record_key"], how="left_anti"
         )
