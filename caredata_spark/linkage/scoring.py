@@ -196,6 +196,11 @@ class MatchModel:
         """log2(m/u) per comparison, with 0.0 first for the missing level."""
         return [[0.0, *(math.log2(m / u) for m, u in zip(ms, us))] for ms, us in zip(self.m, self.u)]
 
+    @classmethod
+    def among(cls, m: tuple[tuple[float, ...], ...], u: tuple[tuple[float, ...], ...], persons: int) -> MatchModel:
+        """The model whose prior is one match among `persons` (a record is one person at most)."""
+        return cls(m, u, 1.0 / (persons + 1))
+
     @property
     def prior_weight(self) -> float:
         return math.log2(self.prior / (1.0 - self.prior))
@@ -429,7 +434,7 @@ def train(
         for name in provided:
             m[names.index(name)] = session.m[names.index(name)]
         sessions.append((rule.name, sum(n for _, n in counts), session))
-    model = MatchModel(tuple(m), u, 1.0 / (persons + 1))
+    model = MatchModel.among(tuple(m), u, persons)
     return ScoredFit(model, settings.min_weight, sum(n for _, n in random), tuple(sessions), run, sample_size)
 
 
@@ -438,7 +443,7 @@ def reused(earlier: FittedParameters, reference: DataFrame, settings: LinkageSet
     persons = reference.agg(F.count_distinct("person_id")).first()[0]
     if not persons:
         return ScoredFit(None, settings.min_weight)
-    model = MatchModel(earlier.m, earlier.u, 1.0 / (persons + 1))
+    model = MatchModel.among(earlier.m, earlier.u, persons)
     return ScoredFit(model, settings.min_weight, fitted_run=earlier.run, fitted_signatures=earlier.signatures)
 
 
