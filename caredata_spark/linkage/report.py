@@ -163,12 +163,12 @@ def fitted_parameters(report: DataFrame) -> FittedParameters | None:
     before a comparison changed): the run then estimates its own. A report without
     `model_signatures` (older runs) counts as a partial sample, so it is re-estimated too.
     """
-    latest = report.filter(F.col("metric") == "em_m").agg(F.max("run")).first()[0]
+    metrics = ("em_m", "em_u", "model_run", "model_signatures")
+    rows = report.filter(F.col("metric").isin(*metrics)).collect()  # a few dozen per run
+    latest = max((row["run"] for row in rows if row["metric"] == "em_m"), default=None)
     if latest is None:
         return None
-    metrics = ("em_m", "em_u", "model_run", "model_signatures")
-    rows = report.filter((F.col("run") == latest) & F.col("metric").isin(*metrics)).collect()
-    values = {(row["metric"], row["level"]): row["value"] for row in rows}
+    values = {(row["metric"], row["level"]): row["value"] for row in rows if row["run"] == latest}
     try:
         m, u = (
             tuple(tuple(values[metric, f"{c.name}:{level}"] for level in c.levels) for c in COMPARISONS)
