@@ -11,6 +11,7 @@ setup(
         "pyspark>=4.0,<5",
         "deltalake>=1.5,<2",
         "pyarrow>=15",
+        "numpy>=1.24",  # line splitting of submissions (submission_lines)
         "pandas>=2.0,<3",  # pyspark warns on pandas 3.x
         "cryptography>=50",  # HPKE with the ML-KEM-768+X25519 hybrid KEM
         "pyyaml>=6",

@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
@@ -26,7 +27,7 @@ from pyspark.sql.types import StructType
 FORMAT = "caredata_lines"
 LINES_SCHEMA = "submission_id string, line_number long, line binary"
 BLOCK_BYTES = 8 << 20
-BATCH_LINES = 65_536
+NEWLINE, CR = ord("\n"), ord("\r")
 
 
 @dataclass(frozen=True)
@@ -52,23 +53,43 @@ def _blocks(file: FileToRead, key_file: str | None) -> Iterator[bytes]:
     yield from decrypt_stream(file.path, key)
 
 
-def numbered_lines(blocks: Iterator[bytes]) -> Iterator[tuple[int, list[bytes]]]:
-    """(first line number, lines) runs from byte blocks; a last line without newline counts."""
+def _lines_of(data: np.ndarray, ends: np.ndarray) -> pa.BinaryArray:
+    """The lines of `data` ending at `ends` (each a newline's position, the last possibly
+    `len(data)` for a last line without one), without the newline or a carriage return
+    before it: one Arrow array built from two buffers, never a Python object per line."""
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    carriage = (ends > starts) & (data[np.maximum(ends - 1, 0)] == CR)
+    stops = ends - carriage
+    offsets = np.zeros(len(ends) + 1, dtype=np.int32)
+    np.cumsum(stops - starts, out=offsets[1:])
+    kept = np.ones(int(ends[-1]), dtype=bool)
+    kept[ends[:-1]] = False
+    kept[stops[carriage]] = False
+    values = data[: int(ends[-1])][kept]
+    return pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(values)])
+
+
+def line_batches(blocks: Iterator[bytes]) -> Iterator[tuple[int, pa.BinaryArray]]:
+    """(first line number, lines) per block of bytes; a last line without newline counts.
+
+    Lines are found with numpy on each block, so a file of millions of lines costs a few
+    array operations per 8 MB block rather than Python work per line.
+    """
     carry = b""
     number = 1
-    pending: list[bytes] = []
     for block in blocks:
-        pieces = (carry + block).split(b"\n")
-        carry = pieces.pop()
-        pending.extend(pieces)
-        if len(pending) >= BATCH_LINES:
-            yield number, pending
-            number += len(pending)
-            pending = []
+        data = np.frombuffer(carry + block, dtype=np.uint8)
+        ends = np.flatnonzero(data == NEWLINE)
+        if len(ends) == 0:
+            carry = data.tobytes()
+            continue
+        lines = _lines_of(data, ends)
+        yield number, lines
+        number += len(lines)
+        carry = data[int(ends[-1]) + 1 :].tobytes()
     if carry:
-        pending.append(carry)
-    if pending:
-        yield number, pending
+        data = np.frombuffer(carry, dtype=np.uint8)
+        yield number, _lines_of(data, np.array([len(data)]))
 
 
 class _LinesReader(DataSourceReader):
@@ -81,13 +102,12 @@ class _LinesReader(DataSourceReader):
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         file: FileToRead = partition  # type: ignore[assignment]
-        for first, lines in numbered_lines(_blocks(file, self.key_file)):
-            stripped = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        for first, lines in line_batches(_blocks(file, self.key_file)):
             yield pa.RecordBatch.from_arrays(
                 [
-                    pa.array([file.submission_id] * len(stripped), pa.string()),
-                    pa.array(range(first, first + len(stripped)), pa.int64()),
-                    pa.array(stripped, pa.binary()),
+                    pa.repeat(pa.scalar(file.submission_id, pa.string()), len(lines)),
+                    pa.array(np.arange(first, first + len(lines), dtype=np.int64)),
+                    lines,
                 ],
                 names=["submission_id", "line_number", "line"],
             )
