@@ -38,8 +38,7 @@ def split_lines(blocks: list[bytes]) -> list[tuple[int, bytes]]:
 def test_lines_are_the_same_wherever_blocks_end(content: bytes, cuts: list[int]) -> None:
     bounds = sorted({0, len(content), *[min(c, len(content)) for c in cuts]})
     blocks = [content[a:b] for a, b in zip(bounds, bounds[1:])]
-    expected = reference_lines(content) if content else []
-    assert split_lines(blocks) == list(enumerate(expected, start=1))
+    assert split_lines(blocks) == list(enumerate(reference_lines(content), start=1))
 
 
 def test_line_numbers_run_on_across_blocks() -> None:
