@@ -139,18 +139,14 @@ def read_lines(
 
 
 def _first_line(blocks: Iterator[bytes]) -> bytes | None:
-    """The first line, having consumed every block (so an envelope is authenticated whole)."""
-    first: bytes | None = None
+    """The first line as `line_batches` splits it, having consumed every block (so an
+    envelope is authenticated whole)."""
     head = b""
     for block in blocks:
-        if first is None:
+        if NEWLINE not in head:
             head += block
-            if b"\n" in head:
-                first = head.split(b"\n", 1)[0]
-                head = b""
-    if first is None and head:
-        first = head
-    return first.rstrip(b"\r") if first is not None else None
+    first_batch = next(line_batches(iter([head])), None)
+    return None if first_batch is None else first_batch[1][0].as_py()
 
 
 def _inspect(file: FileToRead, key_file: str | None) -> tuple[str, str | None, str | None]:

@@ -9,7 +9,7 @@ from chispa import assert_df_equality
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caredata_spark.submission_lines import LINES_SCHEMA, line_batches, read_lines
+from caredata_spark.submission_lines import LINES_SCHEMA, _first_line, line_batches, read_lines
 
 
 def reference_lines(content: bytes) -> list[bytes]:
@@ -29,16 +29,28 @@ def split_lines(blocks: list[bytes]) -> list[tuple[int, bytes]]:
     ]
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    content=st.lists(st.sampled_from([b"a", b"bc", b",", b'"', b"\r", b"\n", b"\r\n", b"\xff", b""]), max_size=40)
-    .map(b"".join),
-    cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=6),
-)
-def test_lines_are_the_same_wherever_blocks_end(content: bytes, cuts: list[int]) -> None:
+CONTENT = st.lists(
+    st.sampled_from([b"a", b"bc", b",", b'"', b"\r", b"\n", b"\r\n", b"\xff", b""]), max_size=40
+).map(b"".join)
+CUTS = st.lists(st.integers(min_value=0, max_value=60), max_size=6)
+
+
+def blocks_of(content: bytes, cuts: list[int]) -> list[bytes]:
     bounds = sorted({0, len(content), *[min(c, len(content)) for c in cuts]})
-    blocks = [content[a:b] for a, b in zip(bounds, bounds[1:])]
-    assert split_lines(blocks) == list(enumerate(reference_lines(content), start=1))
+    return [content[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=CONTENT, cuts=CUTS)
+def test_lines_are_the_same_wherever_blocks_end(content: bytes, cuts: list[int]) -> None:
+    assert split_lines(blocks_of(content, cuts)) == list(enumerate(reference_lines(content), start=1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=CONTENT, cuts=CUTS)
+def test_the_inspected_header_is_the_first_line_read(content: bytes, cuts: list[int]) -> None:
+    """Inspection names a file's columns from the line the reader numbers 1."""
+    assert _first_line(iter(blocks_of(content, cuts))) == next(iter(reference_lines(content)), None)
 
 
 def test_line_numbers_run_on_across_blocks() -> None:
