@@ -1,9 +1,11 @@
 """HMAC-SHA256 in Spark built-ins, with the key entering the plan only as data.
 
-Spark has no HMAC function, and a key passed as a literal is printed by explain(), stored
-in the event log and shown in the UI. Here the key file is read by the `binaryFile` source
-(the plan shows only its path), the HMAC pads are derived from it by Spark expressions on
-that one row, and the row is broadcast and cross-joined onto the data:
+Spark before 4.3 has no HMAC function (4.3's `hmac` looks a `Mac` up and keys it per row:
+slower than two `sha2`, see docs/performance.md), and a key passed as a literal is printed
+by explain(), stored in the event log and shown in the UI. Here the key file is read by
+the `binaryFile` source (the plan shows only its path), the HMAC pads are derived from it
+by Spark expressions on that one row, and the row is broadcast and cross-joined onto the
+data:
 
     HMAC(K, m) = SHA256((K || 0^32) XOR opad || SHA256((K || 0^32) XOR ipad || m))
 
