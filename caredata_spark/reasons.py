@@ -118,7 +118,7 @@ WHITESPACE = " \t\r\n\u00a0"  # what spreadsheets and extracts pad fields with
 
 def stripped(col: Column) -> Column:
     """The value without surrounding whitespace, which extracts add and no field means."""
-    return F.trim(col, F.lit(WHITESPACE))
+    return F.btrim(col, F.lit(WHITESPACE))  # trim(col, chars) is deprecated in Spark 4
 
 
 def is_blank(value: Column) -> Column:
