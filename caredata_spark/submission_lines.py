@@ -15,6 +15,7 @@ instead of failing the run.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ FORMAT = "caredata_lines"
 LINES_SCHEMA = "submission_id string, line_number long, line binary"
 BLOCK_BYTES = 8 << 20
 NEWLINE, CR = ord("\n"), ord("\r")
+# sessions the source is registered with: registering again replaces it, with a warning
+_REGISTERED: weakref.WeakSet[SparkSession] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,9 @@ def read_lines(
     """Lines of (submission_id, path, encrypted) files; the key file is read by executors."""
     if not files:  # a source with no partitions would still run one (empty) task
         return spark.createDataFrame([], LINES_SCHEMA)
-    spark.dataSource.register(SubmissionLinesSource)
+    if spark not in _REGISTERED:
+        spark.dataSource.register(SubmissionLinesSource)
+        _REGISTERED.add(spark)
     reader = spark.read.format(FORMAT).option("files", json.dumps(files))
     if transport_key_file is not None:
         reader = reader.option("transport_key_file", transport_key_file)
