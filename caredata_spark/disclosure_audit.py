@@ -301,11 +301,12 @@ def subtables(shape: TableShape, level: int) -> Callable[[DataFrame], DataFrame]
     depth = split_depth(shape)
     key = F.to_json(F.array(F.lit(str(level)), F.col(MEASURE), *(F.col(c) for c in chain[:level])))
 
+    # without a split, depth is the literal 0: compared, Spark warns of a trivially true predicate
+    inherited = (depth == level) & F.lit(level > 0) if chain else F.lit(False)
+
     def transform(cells: DataFrame) -> DataFrame:
         members = cells.where(depth.isin(level, level + 1)) if chain else cells
-        return members.withColumn(SUBTABLE, key).withColumn(
-            INHERITED, (depth == level) & F.lit(level > 0)
-        )
+        return members.withColumn(SUBTABLE, key).withColumn(INHERITED, inherited)
 
     return transform
 
