@@ -150,7 +150,8 @@ def _first_line(blocks: Iterator[bytes]) -> bytes | None:
     for block in blocks:
         if NEWLINE not in head:
             head += block
-    first_batch = next(line_batches(iter([head])), None)
+    end = head.find(b"\n")  # split the first line only, not the rest of its block
+    first_batch = next(line_batches(iter([head if end < 0 else head[: end + 1]])), None)
     return None if first_batch is None else first_batch[1][0].as_py()
 
 
