@@ -15,7 +15,8 @@ setup(
         "pandas>=2.0,<3",  # pyspark warns on pandas 3.x
         "cryptography>=50",  # HPKE with the ML-KEM-768+X25519 hybrid KEM
         "pyyaml>=6",
-        "scipy>=1.11",  # HiGHS linear programmes of the disclosure audit
+        "scipy>=1.11",  # sparse relation matrices of the disclosure audit
+        "highspy>=1.16,<2",  # its linear programmes, one warm-started HiGHS model per sub-table
     ],
     extras_require={
         "dev": [

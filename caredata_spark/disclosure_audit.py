@@ -23,7 +23,8 @@ capped at its value plus the required width). Every LP solution is a feasible ta
 cell whose values across these points already span the required width is proven protected
 without its own LPs (its reported interval is then an inner bound, `exact` false). Only
 the remaining cells get their own pair of LPs, and those intervals are exact. Each LP is
-solved on the sub-table holding the cell (sparse constraints, HiGHS), and sub-tables are
+solved on the sub-table holding the cell (sparse constraints, one HiGHS model per
+sub-table, warm-started from solve to solve: see `Solver`), and sub-tables are
 audited in parallel across Spark executors.
 """
 
@@ -33,12 +34,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from scipy.optimize import linprog
 
 from caredata_spark.aggregates import MEASURE, TOTAL, VALUE, TableShape
 from caredata_spark.config import ConfigError
@@ -102,12 +103,12 @@ class Structure:
         )
         return (self.children + totals).tocsr()
 
-    def constraints(self) -> dict[str, object]:
-        """linprog keyword arguments encoding the relations."""
+    def rows(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+        """The relations as LP rows: lower <= matrix @ cells <= upper."""
         m = len(self.parent)
         totals = sp.csr_matrix((np.ones(m), (np.arange(m), self.parent)), shape=self.children.shape)
         if self.additive:
-            return {"A_eq": (self.children - totals).tocsr(), "b_eq": np.zeros(m)}
+            return (self.children - totals).tocsr(), np.zeros(m), np.zeros(m)
         # total <= sum of parts, and every part <= total
         coo = self.children.tocoo()
         part_le_total = sp.csr_matrix(
@@ -117,8 +118,8 @@ class Structure:
             ),
             shape=(coo.nnz, self.n_cells),
         )
-        a_ub = sp.vstack([totals - self.children, part_le_total]).tocsr()
-        return {"A_ub": a_ub, "b_ub": np.zeros(a_ub.shape[0])}
+        matrix = sp.vstack([totals - self.children, part_le_total]).tocsr()
+        return matrix, np.full(matrix.shape[0], -highspy.kHighsInf), np.zeros(matrix.shape[0])
 
 
 def structure(cells: pd.DataFrame, shape: TableShape) -> Structure:
@@ -153,18 +154,46 @@ def structure(cells: pd.DataFrame, shape: TableShape) -> Structure:
     return Structure(parent, matrix, shape.additive)
 
 
-def _solve(
-    objective: np.ndarray, bounds: np.ndarray, constraints: dict[str, object]
-) -> np.ndarray | None:
-    """An optimal feasible table, or None when the objective is unbounded."""
-    result = linprog(
-        objective, bounds=bounds, method="highs", **constraints  # type: ignore[arg-type]
-    )
-    if result.status == 3:
-        return None
-    if result.status != 0:
-        raise AuditError(f"audit LP failed ({result.message.strip()})")
-    return np.asarray(result.x)
+class Solver:
+    """One HiGHS model of a sub-table's relations, solved many times.
+
+    Between solves only the objective and the cells' bounds change, so HiGHS starts each
+    solve from the last optimal basis, usually a few pivots away, instead of rebuilding
+    and checking the model from scratch as a `scipy.optimize.linprog` call does.
+    """
+
+    def __init__(self, relations: Structure) -> None:
+        # highspy.Highs adds Python callbacks, and enabling them prints HiGHS's banner
+        # before any option can silence it; the bare model has neither.
+        self._highs = highspy._Highs()
+        self._highs.setOptionValue("output_flag", False)
+        n = relations.n_cells
+        self._cells = np.arange(n, dtype=np.int32)
+        self._highs.addVars(n, np.zeros(n), np.full(n, highspy.kHighsInf))
+        matrix, lower, upper = relations.rows()
+        if matrix.shape[0]:
+            self._highs.addRows(
+                matrix.shape[0],
+                lower,
+                upper,
+                matrix.nnz,
+                matrix.indptr[:-1].astype(np.int32),
+                matrix.indices.astype(np.int32),
+                matrix.data.astype(float),
+            )
+
+    def solve(self, objective: np.ndarray, bounds: np.ndarray) -> np.ndarray | None:
+        """An optimal feasible table minimising `objective`, or None when it is unbounded."""
+        n = len(self._cells)
+        self._highs.changeColsCost(n, self._cells, objective.astype(float))
+        self._highs.changeColsBounds(n, self._cells, bounds[:, 0], bounds[:, 1])
+        self._highs.run()
+        status = self._highs.getModelStatus()
+        if status == highspy.HighsModelStatus.kUnbounded:
+            return None
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise AuditError(f"audit LP failed ({self._highs.modelStatusToString(status)})")
+        return np.asarray(self._highs.getSolution().col_value)
 
 
 @dataclass(frozen=True)
@@ -192,7 +221,7 @@ def feasibility(
     is a feasible table, so each one widens the seen range of every cell, not only the
     cell it was solved for.
     """
-    constraints = shape.constraints()
+    solver = Solver(shape)
     bounds = np.column_stack([lower, upper]).astype(float)
     seen_lo = value.astype(float)[cells]
     seen_hi = seen_lo.copy()
@@ -214,7 +243,7 @@ def feasibility(
             objective = np.zeros(len(value))
             objective[cells[open_]] = 1.0
             for sign in (-1.0, 1.0):
-                x = _solve(sign * objective, capped, constraints)
+                x = solver.solve(sign * objective, capped)
                 assert x is not None  # every objective cell is capped
                 record(x)
             still = open_ & short()
@@ -230,7 +259,7 @@ def feasibility(
         target = bounds.copy()
         if not exact:  # reaching the cap proves enough; below it, the max is exact
             target[cells[i], 1] = min(target[cells[i], 1], cap[i])
-        top = _solve(-objective, target, constraints)
+        top = solver.solve(-objective, target)
         if top is None:
             seen_hi[i] = np.inf
         else:
@@ -238,7 +267,7 @@ def feasibility(
         if seen_lo[i] <= bounds[cells[i], 0]:
             is_exact[i] = top is None or seen_hi[i] < cap[i] or exact  # the min is its bound
         elif exact or short()[i]:
-            bottom = _solve(objective, bounds, constraints)
+            bottom = solver.solve(objective, bounds)
             assert bottom is not None  # lower bounds are finite
             record(bottom)
             is_exact[i] = True

@@ -13,8 +13,10 @@ from caredata_spark.aggregates import TOTAL, VALUE, TableShape
 from caredata_spark.disclosure_audit import (
     PRIMARY,
     SUPPRESSED,
+    AuditError,
     DisclosureRisk,
     ProtectionRule,
+    Solver,
     attacker_bounds,
     audit,
     audit_subtable,
@@ -54,7 +56,8 @@ def test_relations_of_a_2d_table_are_its_row_column_and_grand_totals() -> None:
     relations = structure(cells, flat_shape(2))
     # 2 rows + total row along d1, 3 columns + total column along d0
     assert relations.children.shape[0] == 3 + 4
-    equalities = relations.constraints()["A_eq"]
+    equalities, lower, upper = relations.rows()
+    assert not lower.any() and not upper.any()  # equalities
     assert not np.any(equalities @ cells[VALUE].to_numpy())  # true counts satisfy them all
 
 
@@ -82,6 +85,24 @@ def test_non_additive_totals_only_bound_their_parts() -> None:
     assert interval(cells, ["c0"], "c0", additive) == (1.0, 4.0)  # 30 and 30 published
     # an attacker knows only: total <= sum of parts, every part <= the total (<= 32)
     assert interval(cells, ["c0"], "c0", bounded) == (1.0, 32.0)
+
+
+def test_one_model_answers_every_solve_as_a_fresh_one_would() -> None:
+    # cells c0, c1 and their total; each solve changes only the objective and the bounds
+    solver = Solver(structure(one_row([3, 9]), flat_shape(1)))
+    maximise_c0, minimise_c0 = np.array([-1.0, 0.0, 0.0]), np.array([1.0, 0.0, 0.0])
+    published_total = np.array([[1.0, np.inf], [8.0, 12.0], [10.0, 14.0]])
+    assert solver.solve(maximise_c0, published_total)[0] == pytest.approx(6.0)
+    assert solver.solve(minimise_c0, published_total)[0] == pytest.approx(1.0)
+    hidden_total = published_total.copy()
+    hidden_total[2] = [1.0, np.inf]
+    assert solver.solve(maximise_c0, hidden_total) is None  # unbounded
+    x = solver.solve(maximise_c0, published_total)  # and bounded again after it
+    assert x is not None and x[0] == pytest.approx(6.0) and x[2] == pytest.approx(x[0] + x[1])
+    contradiction = published_total.copy()
+    contradiction[[0, 2]] = [[1.0, 5.0], [30.0, 30.0]]  # parts of at most 5 + 12 cannot make 30
+    with pytest.raises(AuditError, match="audit LP failed .*[Ii]nfeasible"):
+        solver.solve(maximise_c0, contradiction)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
