@@ -340,6 +340,30 @@ def subtables(shape: TableShape, level: int) -> Callable[[DataFrame], DataFrame]
     return transform
 
 
+def per_subtable(
+    solve: Callable[[pd.DataFrame], pd.DataFrame], schema: str
+) -> Callable[[DataFrame], DataFrame]:
+    """`solve` run on each sub-table's cells (keyed by `SUBTABLE`), sub-tables side by side.
+
+    A plain groupBy's shuffle holds a few thousand cells, so adaptive execution coalesces
+    it into one partition, and one task would solve every sub-table in turn on one core,
+    however large the cluster. Range partitioning by sub-table into as many partitions as
+    the session shuffles into gives each sub-table its own task (when there are fewer
+    sub-tables than that; sampling permitting), and adaptive execution leaves a partition
+    count the query asked for as it is. The grouping then needs no second shuffle.
+    """
+
+    def transform(members: DataFrame) -> DataFrame:
+        partitions = int(members.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
+        return (
+            members.repartitionByRange(partitions, SUBTABLE)
+            .groupBy(SUBTABLE)
+            .applyInPandas(solve, schema)
+        )
+
+    return transform
+
+
 def audit_schema(shape: TableShape) -> str:
     dims = ", ".join(f"`{d}` string" for d in shape.dimensions)
     return (
@@ -357,7 +381,7 @@ def audit(
     FORCED and LOWER/UPPER (the interval a published count stands for, from
     `suppression.mark_primary`). Sub-tables
     of every level are independent given the statuses, so all are audited in one
-    applyInPandas pass, grouped by sub-table (per-sub-table numeric work, not per row).
+    applyInPandas pass, side by side (per-sub-table numeric work, not per row).
     """
     columns = [*shape.dimensions, MEASURE, VALUE, SUPPRESSED, PRIMARY, FORCED, LOWER, UPPER]
 
@@ -370,7 +394,7 @@ def audit(
         members = levels[0]
         for level in levels[1:]:
             members = members.unionByName(level)
-        return members.groupBy(SUBTABLE).applyInPandas(audit_group, audit_schema(shape))
+        return members.transform(per_subtable(audit_group, audit_schema(shape)))
 
     return transform
 

@@ -58,13 +58,13 @@ from caredata_spark.disclosure_audit import (
     INHERITED,
     LOWER,
     PRIMARY,
-    SUBTABLE,
     SUPPRESSED,
     UPPER,
     ProtectionRule,
     attacker_bounds,
     audit,
     feasibility,
+    per_subtable,
     require_protected,
     split_depth,
     structure,
@@ -302,11 +302,9 @@ def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame]
                     *keys, F.col(SUPPRESSED).alias(INHERITED_SUPPRESSED)
                 )
                 members = members.join(above, on=keys, how="left")
-            result = (
-                members.groupBy(SUBTABLE)
-                .applyInPandas(protect_group, f"{protected_schema(shape)}, {UNLOCKED} boolean")
-                .localCheckpoint()
-            )
+            result = members.transform(
+                per_subtable(protect_group, f"{protected_schema(shape)}, {UNLOCKED} boolean")
+            ).localCheckpoint()
             own = result.where(~F.col(UNLOCKED)).drop(UNLOCKED)
             asked = result.where(F.col(UNLOCKED)).select(*keys)
             decided = own if decided is None else decided.unionByName(own)

@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 from disclosure_tables import cells_with_margins, flat_shape, interiors, marked
 from hypothesis import HealthCheck, given, settings
+from pyspark import TaskContext
 from pyspark.sql import SparkSession
 
 from caredata_spark.aggregates import TOTAL, VALUE, TableShape
 from caredata_spark.disclosure_audit import (
     PRIMARY,
+    SUBTABLE,
     SUPPRESSED,
     AuditError,
     DisclosureRisk,
@@ -21,6 +23,7 @@ from caredata_spark.disclosure_audit import (
     audit,
     audit_subtable,
     feasibility,
+    per_subtable,
     require_protected,
     structure,
 )
@@ -116,6 +119,22 @@ def test_fast_path_reaches_the_same_verdict_as_exact_lps(interior: np.ndarray) -
     # inner bounds never claim more than the exact interval
     assert (fast["feasible_min"] >= exact["feasible_min"] - 1e-6).all()
     assert (fast["feasible_max"] <= exact["feasible_max"] + 1e-6).all()
+
+
+def test_sub_tables_are_solved_side_by_side(spark: SparkSession) -> None:
+    # a plain groupBy of so few rows is coalesced into one partition: one task, one core
+    cells = spark.createDataFrame(
+        [(key, i) for key in ("area A", "area B") for i in range(50)], f"{SUBTABLE} string, i int"
+    )
+
+    def task_of(pdf: pd.DataFrame) -> pd.DataFrame:
+        task = TaskContext.get()
+        assert task is not None
+        return pd.DataFrame({SUBTABLE: [pdf[SUBTABLE].iloc[0]], "task": [task.partitionId()]})
+
+    tasks = cells.transform(per_subtable(task_of, f"{SUBTABLE} string, task int")).collect()
+    assert sorted(row[SUBTABLE] for row in tasks) == ["area A", "area B"]  # one group each
+    assert len({row["task"] for row in tasks}) == 2
 
 
 def test_spark_audit_names_the_recoverable_cell(spark: SparkSession) -> None:
