@@ -79,7 +79,7 @@ SUPPRESSED_MARK = "*"  # HES convention: one mark for every suppressed cell, wha
 ROUNDED = "rounded"
 INHERITED_SUPPRESSED = "inherited_suppressed"
 UNLOCKED = "unlocked"  # an inherited total a sub-table had to suppress
-MAX_BACKTRACKS = 4
+MAX_BACKTRACKS = 8  # the 1M diabetes table needs 5 rounds; a table still failing is refused
 
 # rounding -> (how far below and above a published value the true count can be)
 ROUNDING_SPREAD = {"nearest5": (2, 2), "midpoint6": (2, 3)}
@@ -284,11 +284,16 @@ def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame]
     each to 1..4, however much else is hidden), that total is forced (suppressed and
     protected) at the level above and the levels are run again, at most MAX_BACKTRACKS
     times; a table still failing then is caught by the audit and not published.
+
+    Each sub-table's cells are sorted by their keys before they are protected: ties
+    between complements are broken by position, and a shuffle delivers rows in any order,
+    so a re-run could otherwise hide other cells, and two patterns of one table can be
+    subtracted from each other.
     """
     keys = [*shape.dimensions, MEASURE]
 
     def protect_group(pdf: pd.DataFrame) -> pd.DataFrame:
-        return protect_subtable(pdf.reset_index(drop=True), shape, policy)
+        return protect_subtable(pdf.sort_values(keys, ignore_index=True), shape, policy)
 
     def top_down(marked: DataFrame) -> tuple[DataFrame, DataFrame]:
         decided: DataFrame | None = None
