@@ -42,6 +42,7 @@ from caredata_spark.publish import (
     Warehouse,
     age_band,
     default_out,
+    gp_registered,
     publish,
     require_all_published,
 )
@@ -247,8 +248,13 @@ def sources(spark: SparkSession, built: Built) -> dict[str, pd.DataFrame]:
     pub = load_publication()
     wh = Warehouse(open_store(spark), str(built.root))
     return {
-        name: source(wh, REFERENCE, pub.sources).toPandas() for name, source in SOURCES.items()
+        name: source(wh, REFERENCE, pub.sources, readers(pub, name)).toPandas()
+        for name, source in SOURCES.items()
     }
+
+
+def readers(pub: Publication, source: str) -> list[TableDefinition]:
+    return [table for table in pub.tables.values() if table.source == source]
 
 
 def test_registered_people_one_row_each_at_their_latest_current_registration(
@@ -272,6 +278,25 @@ def test_a_persons_codes_come_from_all_their_registrations_up_to_the_reference_d
     rows = sources["gp_registered"]
     codes = set(rows[rows["person_id"] == "mover"]["snomed_code"].dropna())
     assert DIABETES in codes and HYPERTENSION not in codes
+
+
+def test_gp_codes_no_table_counts_are_left_out_and_nobody_with_them(
+    spark: SparkSession, built: Built
+) -> None:
+    pub = load_publication()
+    wh = Warehouse(open_store(spark), str(built.root))
+    diabetes = pub.tables["diabetes_by_area_age_sex"]
+    kept = gp_registered(wh, REFERENCE, pub.sources, [diabetes]).toPandas()
+    # counting records, or broken down by code, a table needs every code
+    for needs_all in (
+        dataclasses.replace(diabetes, measure=Measure(count="records")),
+        dataclasses.replace(diabetes, dimensions=[Dimension("snomed_code")], split_by=None),
+    ):
+        every = gp_registered(wh, REFERENCE, pub.sources, [needs_all]).toPandas()
+        codes = set(every["snomed_code"].dropna())
+        assert set(kept["snomed_code"].dropna()) == codes & set(diabetes.filters[0].values)
+        assert len(codes) > len(set(kept["snomed_code"].dropna()))
+        assert set(kept["person_id"]) == set(every["person_id"])  # without a code: one row, null
 
 
 def _year_on(day: dt.date) -> dt.date:
