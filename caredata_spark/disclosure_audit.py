@@ -360,7 +360,7 @@ def per_subtable(
     """
 
     def transform(members: DataFrame) -> DataFrame:
-        partitions = int(members.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
+        partitions = int(members.sparkSession.conf.get("spark.sql.shuffle.partitions", "200"))
         return (
             members.repartitionByRange(partitions, SUBTABLE)
             .groupBy(SUBTABLE)
