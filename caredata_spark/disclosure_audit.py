@@ -212,7 +212,7 @@ class Intervals:
 
 
 def feasibility(
-    shape: Structure,
+    solver: Solver,
     value: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
@@ -220,14 +220,14 @@ def feasibility(
     required: np.ndarray,
     exact: bool = False,
 ) -> Intervals:
-    """Feasibility intervals of `cells` (indices) given per-cell bounds an attacker knows.
+    """Feasibility intervals of `cells` (indices) given per-cell bounds an attacker knows,
+    on the sub-table `solver` models (reused across calls, it starts from its last basis).
 
     With exact=False, an interval is only widened until it reaches `required` (see the
     module docstring); the intervals of failing cells are always exact. Every LP solution
     is a feasible table, so each one widens the seen range of every cell, not only the
     cell it was solved for.
     """
-    solver = Solver(shape)
     bounds = np.column_stack([lower, upper]).astype(float)
     seen_lo = value.astype(float)[cells]
     seen_hi = seen_lo.copy()
@@ -301,7 +301,8 @@ def audit_subtable(
     value = cells[VALUE].to_numpy(float)
     required = rule.required(value[targets])
     lower, upper = attacker_bounds(cells)
-    found = feasibility(structure(cells, shape), value, lower, upper, targets, required, exact)
+    solver = Solver(structure(cells, shape))
+    found = feasibility(solver, value, lower, upper, targets, required, exact)
     out = cells.iloc[targets][[*shape.dimensions, MEASURE, SUBTABLE]].copy()
     out["feasible_min"] = found.lower
     out["feasible_max"] = found.upper

@@ -61,6 +61,7 @@ from caredata_spark.disclosure_audit import (
     SUPPRESSED,
     UPPER,
     ProtectionRule,
+    Solver,
     attacker_bounds,
     audit,
     feasibility,
@@ -223,13 +224,14 @@ def protect_subtable(
     unlockable = ~given & inherited & (value > 0)
     relations = structure(cells, shape)
     members = relations.members
+    solver = Solver(relations)  # one model for every round below: only bounds change
     suppressed = given
     pending = np.flatnonzero(given)
     while True:
         suppressed = close_open_relations(members, suppressed, candidate, value)
         lower, upper = attacker_bounds(cells.assign(**{SUPPRESSED: suppressed}))
         need = policy.protection.required(value[pending])
-        found = feasibility(relations, value, lower, upper, pending, need)
+        found = feasibility(solver, value, lower, upper, pending, need)
         too_narrow = found.upper - found.lower < need - 1e-6
         pending, need = pending[too_narrow], need[too_narrow]
         extra = complements(

@@ -43,7 +43,7 @@ def interval(
     lower, upper = attacker_bounds(cells)
     target = np.flatnonzero(cells["d0"] == cell)
     found = feasibility(
-        structure(cells, shape),
+        Solver(structure(cells, shape)),
         cells[VALUE].to_numpy(float),
         lower,
         upper,
