@@ -211,7 +211,14 @@ def protect_subtable(
     sub-table below), INHERITED and INHERITED_SUPPRESSED. Returns the cells decided here
     with SUPPRESSED, plus any inherited published cell this sub-table could only be
     protected by suppressing, flagged UNLOCKED.
+
+    Cells are worked on in the order of their keys, and returned in the order given: ties
+    between complements are broken by position, and a shuffle delivers rows in any order,
+    so a re-run could otherwise hide other cells, and two patterns of one table can be
+    subtracted from each other.
     """
+    given_order = cells.index
+    cells = cells.sort_values([*shape.dimensions, MEASURE])
     value = cells[VALUE].to_numpy(float)
     primary = cells[PRIMARY].to_numpy(bool)
     inherited = cells[INHERITED].to_numpy(bool)
@@ -243,7 +250,8 @@ def protect_subtable(
         pending = np.union1d(pending, extra[inherited[extra]])  # unlocked: protect it here too
     unlocked = inherited & suppressed & ~given
     decided = cells.assign(**{SUPPRESSED: suppressed, UNLOCKED: unlocked})[~inherited | unlocked]
-    return decided[[*protected_columns(shape), UNLOCKED]]
+    in_given_order = given_order[given_order.isin(decided.index)]
+    return decided.loc[in_given_order, [*protected_columns(shape), UNLOCKED]]
 
 
 # --- Spark -----------------------------------------------------------------------------
@@ -286,16 +294,11 @@ def protect(shape: TableShape, policy: DisclosurePolicy) -> Callable[[DataFrame]
     each to 1..4, however much else is hidden), that total is forced (suppressed and
     protected) at the level above and the levels are run again, at most MAX_BACKTRACKS
     times; a table still failing then is caught by the audit and not published.
-
-    Each sub-table's cells are sorted by their keys before they are protected: ties
-    between complements are broken by position, and a shuffle delivers rows in any order,
-    so a re-run could otherwise hide other cells, and two patterns of one table can be
-    subtracted from each other.
     """
     keys = [*shape.dimensions, MEASURE]
 
     def protect_group(pdf: pd.DataFrame) -> pd.DataFrame:
-        return protect_subtable(pdf.sort_values(keys, ignore_index=True), shape, policy)
+        return protect_subtable(pdf.reset_index(drop=True), shape, policy)
 
     def top_down(marked: DataFrame) -> tuple[DataFrame, DataFrame]:
         decided: DataFrame | None = None

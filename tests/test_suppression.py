@@ -79,6 +79,17 @@ def test_one_small_cell_is_protected_by_a_rectangle() -> None:
     assert hidden == {("c0", "c0"), ("c0", "c1"), ("c1", "c0"), ("c1", "c1")}
 
 
+def test_a_sub_tables_pattern_does_not_depend_on_its_row_order() -> None:
+    # equal counts tie as complements; shuffled, this table used to hide another cell
+    interior = np.array([[1, 5, 0], [1, 12, 9], [12, 12, 12], [2, 5, 7], [2, 20, 0]])
+    cells = marked(cells_with_margins(interior))
+    shuffled = cells.sample(frac=1.0, random_state=1)
+    first = protect_subtable(cells, flat_shape(2), POLICY)
+    second = protect_subtable(shuffled, flat_shape(2), POLICY)
+    assert second.index.equals(shuffled.index)  # returned in the order given
+    assert first[SUPPRESSED].equals(second[SUPPRESSED].sort_index())
+
+
 def protected_and_audited(
     interior: np.ndarray, policy: DisclosurePolicy
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
