@@ -95,20 +95,21 @@ class Structure:
         return int(self.children.shape[1])
 
     @property
+    def totals(self) -> sp.csr_matrix:
+        """relations x cells, 1 where the cell is the relation's total."""
+        m = len(self.parent)
+        return sp.csr_matrix((np.ones(m), (np.arange(m), self.parent)), shape=self.children.shape)
+
+    @property
     def members(self) -> sp.csr_matrix:
         """relations x cells, 1 for every cell in the relation, its total included."""
-        totals = sp.csr_matrix(
-            (np.ones(len(self.parent)), (np.arange(len(self.parent)), self.parent)),
-            shape=self.children.shape,
-        )
-        return (self.children + totals).tocsr()
+        return (self.children + self.totals).tocsr()
 
     def rows(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
         """The relations as LP rows: lower <= matrix @ cells <= upper."""
         m = len(self.parent)
-        totals = sp.csr_matrix((np.ones(m), (np.arange(m), self.parent)), shape=self.children.shape)
         if self.additive:
-            return (self.children - totals).tocsr(), np.zeros(m), np.zeros(m)
+            return (self.children - self.totals).tocsr(), np.zeros(m), np.zeros(m)
         # total <= sum of parts, and every part <= total
         coo = self.children.tocoo()
         part_le_total = sp.csr_matrix(
@@ -118,7 +119,7 @@ class Structure:
             ),
             shape=(coo.nnz, self.n_cells),
         )
-        matrix = sp.vstack([totals - self.children, part_le_total]).tocsr()
+        matrix = sp.vstack([self.totals - self.children, part_le_total]).tocsr()
         return matrix, np.full(matrix.shape[0], -highspy.kHighsInf), np.zeros(matrix.shape[0])
 
 
