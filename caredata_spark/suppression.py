@@ -231,7 +231,7 @@ def protect_subtable(
     unlockable = ~given & inherited & (value > 0)
     relations = structure(cells, shape)
     members = relations.members
-    solver = Solver(relations)  # one model for every round below: only bounds change
+    solver = Solver(relations)  # one model for every round: between rounds only bounds change
     suppressed = given
     pending = np.flatnonzero(given)
     while True:
