@@ -52,8 +52,15 @@ def _codes(*candidates: Column) -> Column:
     return F.filter(F.array(*candidates), lambda c: c.isNotNull())
 
 
+def organisation_code(col: Column) -> Column:
+    """A practice or provider code, upper case: ODS codes are case-blind, and a code sent as
+    `a81001` must key the same record as `A81001` (a type 1 dissent keyed apart from its
+    registration would not drop it)."""
+    return F.upper(_value(col))
+
+
 def record_key(dataset: Dataset) -> Column:
-    parts = [_value(F.col(c)) for c in dataset.key]
+    parts = [organisation_code(F.col(c)) if c == dataset.provider else _value(F.col(c)) for c in dataset.key]
     return parts[0] if len(parts) == 1 else F.concat_ws("/", *parts)
 
 
@@ -93,7 +100,7 @@ def _typed(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
             "line",
             "parse_problem",
             record_key(dataset).alias("record_key"),
-            _value(F.col(dataset.provider)).alias("provider"),
+            organisation_code(F.col(dataset.provider)).alias("provider"),
             *[_value(F.col(c)).alias(f"raw_{c}") for c in dict.fromkeys([*cleaned, *dataset.required])],
             *[v.alias(c) for c, v in cleaned.items()],
             *[v.alias(c) for c, v in snomed.items()],
@@ -188,8 +195,9 @@ def flag_duplicate_keys(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
 
 def provider_of_submitter(provider: Column, submitter: Column, source: str) -> Column:
     """Whether a row's practice or provider code is its file's submitter: the same code, or
-    in HES a five-character site code of the submitting trust (RTH01 of RTH)."""
-    provider, submitter = F.upper(provider), F.upper(submitter)
+    in HES a five-character site code of the submitting trust (RTH01 of RTH). `provider` is
+    upper case already (`organisation_code`); the submitter is a folder name, in any case."""
+    submitter = F.upper(submitter)
     same = provider == submitter
     if source == "gp":
         return same

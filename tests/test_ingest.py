@@ -107,7 +107,8 @@ def test_type1_objector_is_dropped_before_anything_is_written(spark, delta_rs, k
     write(landing, "gp_events", "A81001", "events.csv", [
         "PRACTICE_CODE,PATIENT_ID,NHS_NUMBER,DOB,SEX,POSTCODE,EVENT_DATE,SNOMED_CODE,VALUE",
         f"A81001,P1,{VALID_NHS},1980-05-04,1,LS1 4AB,2024-01-01,44054006,7.5",
-        f"A81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2023-01-01,827241000000103,",
+        # the dissent's practice code in lower case: still the same record, still dropped
+        f"a81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2023-01-01,827241000000103,",
         f"A81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2023-02-01,38341003,abc",
         f"A81001,P1,{VALID_NHS},1980-05-04,1,LS1 4AB,2024-02-01,881561000000100,",
     ])
