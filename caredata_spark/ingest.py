@@ -269,7 +269,7 @@ class RunFrames:
 
 
 def apply_objections(
-    spark: SparkSession, store: DeltaStore, warehouse: str, validated: dict[str, DataFrame]
+    spark: SparkSession, store: DeltaStore, warehouse: str, validated: dict[str, DataFrame], linkage_key: KeyFrame
 ) -> tuple[RunFrames, DataFrame]:
     """Drop every GP row of a patient whose type 1 objection is in force, before any write.
 
@@ -278,7 +278,7 @@ def apply_objections(
     """
     codes = load_objection_codes()
     new_events = (
-        validated["gp_events"].filter(F.size("quarantine_reasons") == 0).transform(objection_events(codes))
+        validated["gp_events"].filter(F.size("quarantine_reasons") == 0).transform(objection_events(codes, linkage_key))
         if "gp_events" in validated
         else spark.createDataFrame([], EVENTS_SCHEMA)
     )
@@ -358,6 +358,7 @@ def write_run(
         frames.new_events.select(*EVENTS_COLUMNS, run),
         table_path(warehouse, OBJECTIONS),
         txn=txn(OBJECTIONS, run_id),
+        add_columns=True,  # h_nhs, in a warehouse made before objections kept it
     )
     quality = _union(_quality(n, frames.kept[n], frames.dropped[n]) for n in frames.kept).join(
         F.broadcast(files.select("submission_id", "submitter")), on="submission_id", how="inner"
@@ -416,7 +417,7 @@ def ingest(
         }
         try:
             if validated:
-                frames, objectors = apply_objections(spark, store, warehouse, validated)
+                frames, objectors = apply_objections(spark, store, warehouse, validated, keys.linkage)
                 with stage(LOG, "ingest.count", run_id=run_id) as metrics:
                     result.counts = count_outcomes(validated, frames)
                     metrics.update({k: sum(c[k] for c in result.counts.values()) for k in OUTCOMES})

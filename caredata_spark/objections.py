@@ -16,13 +16,17 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from caredata_spark.config import CONF_DIR, ConfigError, from_yaml
+from caredata_spark.identity import linkage_messages
+from caredata_spark.keyed_hash import KeyFrame, keyed_hashes
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import OBJECTIONS, table_path
 
 DEFAULT_CODES = CONF_DIR / "objections.yaml"
 DISSENT, WITHDRAWN = "dissent", "withdrawn"
-EVENTS_COLUMNS = ("record_key", "objection_type", "status", "event_date", "submission_id")
-EVENTS_SCHEMA = "record_key string, objection_type int, status string, event_date date, submission_id string"
+EVENTS_COLUMNS = ("record_key", "objection_type", "status", "event_date", "submission_id", "h_nhs")
+EVENTS_SCHEMA = (
+    "record_key string, objection_type int, status string, event_date date, submission_id string, h_nhs binary"
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,14 @@ def load_objection_codes(path: str | Path | None = None) -> ObjectionCodes:
     return from_yaml(ObjectionCodes, source)
 
 
-def objection_events(codes: ObjectionCodes) -> Callable[[DataFrame], DataFrame]:
-    """Validated GP events -> one row per objection code event (no identifiers)."""
+def objection_events(codes: ObjectionCodes, linkage_key: KeyFrame) -> Callable[[DataFrame], DataFrame]:
+    """Validated GP events -> one row per objection code event, with the linkage hash of
+    the patient's NHS number (`h_nhs`, as the linked sets carry it) and no identifier.
+
+    The hash is what lets a type 2 objection reach the patient's hospital records when
+    their GP record is not in the link map: a type 1 objector's GP rows never reach
+    linkage, yet their type 2 objection still binds their hospital data.
+    """
     by_code: dict[str, tuple[int, str]] = {}
     for number, type_codes in ((1, codes.type1), (2, codes.type2)):
         by_code.update({c: (number, DISSENT) for c in type_codes.dissent})
@@ -60,12 +70,17 @@ def objection_events(codes: ObjectionCodes) -> Callable[[DataFrame], DataFrame]:
 
     def transform(events: DataFrame) -> DataFrame:
         code = F.col("SNOMED_CODE")
-        return events.filter(code.isin(*by_code) & F.col("EVENT_DATE").isNotNull()).select(
-            "record_key",
-            F.element_at(types, code).alias("objection_type"),
-            F.element_at(statuses, code).alias("status"),
-            F.col("EVENT_DATE").alias("event_date"),
-            "submission_id",
+        return (
+            events.filter(code.isin(*by_code) & F.col("EVENT_DATE").isNotNull())
+            .transform(keyed_hashes(linkage_key, {"h_nhs": linkage_messages()["h_nhs"]}))
+            .select(
+                "record_key",
+                F.element_at(types, code).alias("objection_type"),
+                F.element_at(statuses, code).alias("status"),
+                F.col("EVENT_DATE").alias("event_date"),
+                "submission_id",
+                "h_nhs",
+            )
         )
 
     return transform
@@ -115,8 +130,12 @@ def without(objectors: DataFrame) -> Callable[[DataFrame], DataFrame]:
 
 
 def objection_history(store: DeltaStore, warehouse: str) -> DataFrame:
-    """Every objection event ingested so far (EVENTS_COLUMNS); empty before the first."""
+    """Every objection event ingested so far (EVENTS_COLUMNS); empty before the first.
+    Events ingested before `h_nhs` was kept read it as null."""
     path = table_path(warehouse, OBJECTIONS)
     if not store.exists(path):
         return store.spark.createDataFrame([], EVENTS_SCHEMA)
-    return store.read(path).select(*EVENTS_COLUMNS)
+    events = store.read(path)
+    if "h_nhs" not in events.columns:
+        events = events.withColumn("h_nhs", F.lit(None).cast("binary"))
+    return events.select(*EVENTS_COLUMNS)

@@ -34,6 +34,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -55,7 +56,7 @@ from caredata_spark.observability import get_logger, stage
 from caredata_spark.pseudonymisation import PERSON, RECORD, agreement_key, pseudonyms
 from caredata_spark.risk import RiskReport, quasi_identifiers, risk_report
 from caredata_spark.storage import DeltaStore
-from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, RELEASE_RISK, clinical, table_path
+from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, PERSONS, RELEASE_RISK, clinical, table_path
 
 LOG = get_logger("release")
 GP_SOURCE = GP_EVENTS.source  # objections are GP events
@@ -72,23 +73,39 @@ class ReleaseFailed(CaredataError):
 # --- objections and eligible records --------------------------------------------------------
 
 
-def type2_objectors(links: DataFrame, as_of: dt.date) -> Callable[[DataFrame], DataFrame]:
-    """Objection events -> `person_id` of everyone whose latest type 2 code is a dissent.
+def type2_objectors(links: DataFrame, numbers: DataFrame, as_of: dt.date) -> Callable[[DataFrame], DataFrame]:
+    """Objection events -> (person_id, h_nhs) of everyone whose latest type 2 code is a
+    dissent: the persons to withhold, and the NHS number hashes whose records to withhold.
 
-    Events are keyed by GP record key; the link map turns them into the person's, so
-    the latest code across all of a person's practices decides (`objections.in_force`,
-    which keys on `record_key`, here holding the person). A shuffle on the person.
+    An event belongs to the person its GP record links to; failing that (a type 1
+    objector's GP rows never reach linkage, a purge removes them, a registration may not be
+    linked yet), to every person of the person index holding its NHS number (`numbers`:
+    person_id, h_nhs); failing that, to its NHS number alone. The latest code across all
+    of a subject's events decides (`objections.in_force`, whose `record_key` here holds the
+    subject). Shuffles on the record key, the NHS hash and the subject.
     """
-    gp_persons = links.filter((F.col("source") == GP_SOURCE) & F.col("person_id").isNotNull())
+    gp_persons = links.filter((F.col("source") == GP_SOURCE) & F.col("person_id").isNotNull()).select(
+        "record_key", "person_id"
+    )
+    holders = numbers.filter(F.col("h_nhs").isNotNull()).select("h_nhs", "person_id").distinct()
 
     def transform(events: DataFrame) -> DataFrame:
-        by_person = events.filter(F.col("objection_type") == TYPE2).join(
-            gp_persons.select("record_key", "person_id"), on="record_key", how="inner"
+        type2 = events.filter(F.col("objection_type") == TYPE2)
+        linked = type2.join(gp_persons, on="record_key", how="inner")
+        unlinked = type2.join(gp_persons, on="record_key", how="left_anti").filter(F.col("h_nhs").isNotNull())
+        by_number = unlinked.join(holders, on="h_nhs", how="inner")
+        number_only = unlinked.join(holders, on="h_nhs", how="left_anti").withColumn(
+            "person_id", F.lit(None).cast("string")
+        )
+        subject = F.coalesce(F.col("person_id"), F.concat(F.lit("nhs:"), F.hex("h_nhs")))
+        attributed = reduce(DataFrame.unionByName, [linked, by_number, number_only]).withColumn("subject", subject)
+        objecting = (
+            attributed.select(F.col("subject").alias("record_key"), *EVENTS_COLUMNS[1:])
+            .transform(in_force(F.lit(as_of)))
+            .select(F.col("record_key").alias("subject"))
         )
         return (
-            by_person.select(F.col("person_id").alias("record_key"), *EVENTS_COLUMNS[1:])
-            .transform(in_force(F.lit(as_of)))
-            .select(F.col("record_key").alias("person_id"))  # one row per person: type 2 only
+            attributed.join(objecting, on="subject", how="left_semi").select("person_id", "h_nhs").distinct()
         )
 
     return transform
@@ -106,7 +123,22 @@ def eligible(source: str, objectors: DataFrame | None) -> Callable[[DataFrame], 
         if objectors is None:
             return of_source
         linked = of_source.filter(F.col("person_id").isNotNull())
-        return linked.join(objectors, on="person_id", how="left_anti")
+        persons = objectors.filter(F.col("person_id").isNotNull()).select("person_id")
+        return linked.join(persons, on="person_id", how="left_anti")
+
+    return transform
+
+
+def not_of_objecting_numbers(objectors: DataFrame | None) -> Callable[[DataFrame], DataFrame]:
+    """Clinical rows whose own NHS number hash is not an objector's: a record of an
+    objector's number linked to someone else, or to a person the objection could not be
+    traced to, stays in. A shuffle anti-join on the hash; rows without one pass."""
+
+    def transform(rows: DataFrame) -> DataFrame:
+        if objectors is None:
+            return rows
+        numbers = objectors.filter(F.col("h_nhs").isNotNull()).select("h_nhs")
+        return rows.join(numbers, on="h_nhs", how="left_anti")
 
     return transform
 
@@ -181,7 +213,7 @@ def released_rows(
         .transform(pseudonyms(sources.pseudonym_key))
         .select("record_key", PERSON, RECORD)
     )
-    rows = table.join(links, on="record_key", how="inner")
+    rows = table.transform(not_of_objecting_numbers(sources.objectors)).join(links, on="record_key", how="inner")
     from_vault = [f for f in fields if f in VAULT_FIELDS]
     if from_vault:
         assert sources.vault is not None and sources.vault_key is not None
@@ -267,7 +299,9 @@ def _read(store: DeltaStore, warehouse: str, name: str) -> DataFrame:
 
 
 def _objectors(store: DeltaStore, warehouse: str, links: DataFrame, as_of: dt.date) -> DataFrame:
-    return objection_history(store, warehouse).transform(type2_objectors(links, as_of)).persist(StorageLevel.MEMORY_AND_DISK)
+    numbers = _read(store, warehouse, PERSONS).select("person_id", "h_nhs")
+    objectors = objection_history(store, warehouse).transform(type2_objectors(links, numbers, as_of))
+    return objectors.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def _manifest(agreement: Agreement, release_id: str, recipient: TransportPublicKey, datasets: dict[str, object]) -> str:

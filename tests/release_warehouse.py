@@ -14,11 +14,19 @@ People (person ids are link map values; `None` = not linked):
     pE  hospital only: APC EPI5
     pF  APC EPI8: pA's NHS number keyed in error, another date of birth
     --  APC EPI9, unlinked
+    pG  type 1 and type 2 dissent at GP A81001/8, so no GP row or link: hospital-only person
+        of APC EPI10, found through the person index's NHS number
+    pH  APC EPI11; type 2 dissent at GP A81001/9, whose link and index rows a type 1 purge
+        erased: found through the record's own NHS number hash alone
+
+Objection events and clinical records carry the linkage hash of their NHS number, as
+ingest writes them; the person index holds (person_id, h_nhs), all a release reads of it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +39,10 @@ from caredata_spark.config import KeySettings
 from caredata_spark.contract import DATASETS
 from caredata_spark.identifiers import clean_nhs_number
 from caredata_spark.identity import linkage_messages, vault_rows
-from caredata_spark.keyed_hash import key_frame, keyed_hashes
+from caredata_spark.keyed_hash import KeyFrame, key_frame, keyed_hashes
 from caredata_spark.keys import Role, generate_keys, key_path
 from caredata_spark.storage import DeltaStore
-from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, clinical, table_path
+from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, PERSONS, clinical, table_path
 
 RELEASE_DATE = dt.date(2025, 5, 1)
 TYPE2_DISSENT, TYPE2_WITHDRAWN = "dissent", "withdrawn"
@@ -48,9 +56,10 @@ def nhs_number(first_nine: str) -> str:
     return first_nine + str(0 if check == 11 else check)
 
 
-NHS_A, NHS_B, NHS_C, NHS_D, NHS_E, NHS_F = (
+NHS_A, NHS_B, NHS_C, NHS_D, NHS_E, NHS_F, NHS_G, NHS_H = (
     "9434765919", nhs_number("401023213"), nhs_number("450557710"),
     nhs_number("612345678"), nhs_number("712345678"), nhs_number("812345675"),
+    nhs_number("912345670"), nhs_number("512345670"),
 )
 DOB_A = dt.date(1980, 5, 4)
 
@@ -86,15 +95,20 @@ RECORDS = [
     Record("hes_apc", "EPI5", "pE", NHS_E, dt.date(2001, 12, 1), dt.date(2024, 5, 5), "K359"),
     Record("hes_apc", "EPI8", "pF", NHS_A, dt.date(1981, 5, 4), dt.date(2024, 5, 6), "S525"),
     Record("hes_apc", "EPI9", None, NHS_F, dt.date(1955, 3, 3), dt.date(2024, 6, 7), "N390"),
+    Record("hes_apc", "EPI10", "pG", NHS_G, dt.date(1970, 7, 7), dt.date(2024, 4, 4), "I10"),
+    Record("hes_apc", "EPI11", "pH", NHS_H, dt.date(1966, 6, 6), dt.date(2024, 4, 5), "I10"),
 ]
-# type 2 codes (record_key, status, event date)
+# type 2 codes (record_key, NHS number, status, event date)
 OBJECTION_EVENTS = [
-    ("A81001/2", TYPE2_DISSENT, dt.date(2024, 1, 10)),
-    ("A81001/3", TYPE2_DISSENT, dt.date(2023, 1, 1)),
-    ("B82002/7", TYPE2_WITHDRAWN, dt.date(2024, 2, 1)),
-    ("A81001/4", TYPE2_DISSENT, dt.date(2025, 6, 1)),
+    ("A81001/2", NHS_B, TYPE2_DISSENT, dt.date(2024, 1, 10)),
+    ("A81001/3", NHS_C, TYPE2_DISSENT, dt.date(2023, 1, 1)),
+    ("B82002/7", NHS_C, TYPE2_WITHDRAWN, dt.date(2024, 2, 1)),
+    ("A81001/4", NHS_D, TYPE2_DISSENT, dt.date(2025, 6, 1)),
+    ("A81001/8", NHS_G, TYPE2_DISSENT, dt.date(2024, 1, 15)),
+    ("A81001/9", NHS_H, TYPE2_DISSENT, dt.date(2024, 1, 16)),
 ]
-OBJECTORS = {"pB"}  # on RELEASE_DATE
+OBJECTORS = {"pB", "pG", "pH"}  # on RELEASE_DATE
+INDEXED = {"pA": NHS_A, "pB": NHS_B, "pC": NHS_C, "pD": NHS_D, "pE": NHS_E, "pG": NHS_G}  # pH's rows erased
 UNLINKED = {"EPI9"}
 
 
@@ -110,7 +124,7 @@ def _age(dob: dt.date, on: dt.date) -> int:
     return on.year - dob.year - ((on.month, on.day) < (dob.month, dob.day))
 
 
-def _clinical_frame(spark: SparkSession, name: str, records: list[Record]) -> DataFrame:
+def _clinical_frame(spark: SparkSession, name: str, records: list[Record], linkage: KeyFrame) -> DataFrame:
     dataset = DATASETS[name]
     fields = clinical_fields(dataset)
     typed = {
@@ -129,16 +143,24 @@ def _clinical_frame(spark: SparkSession, name: str, records: list[Record]) -> Da
 
     rows = [
         (f"sub-{name}", r.record_key, "RTH" if name.startswith("hes") else r.record_key.split("/")[0],
-         *[value(r, c) for c in fields], _age(r.dob, r.activity), "1", r.district, r.district[:-1],
-         bytes(16))
+         *[value(r, c) for c in fields], _age(r.dob, r.activity), "1", r.district, r.district[:-1], r.nhs)
         for r in records
     ]
     schema = ", ".join(
         ["submission_id string", "record_key string", "provider string"]
         + [f"{c} {typed.get(c, StringType()).simpleString()}" for c in fields]
-        + ["age int", "sex string", "district string", "area string", "h_nhs binary"]
+        + ["age int", "sex string", "district string", "area string", "nhs_number string"]
     )
-    return spark.createDataFrame(rows, schema)
+    return spark.createDataFrame(rows, schema).transform(nhs_hashed(linkage))
+
+
+def nhs_hashed(linkage: KeyFrame) -> Callable[[DataFrame], DataFrame]:
+    """`nhs_number` -> `h_nhs`, the linkage hash ingest gives it."""
+    return lambda df: (
+        df.withColumn("nhs_number", clean_nhs_number(F.col("nhs_number")))
+        .transform(keyed_hashes(linkage, {"h_nhs": linkage_messages()["h_nhs"]}))
+        .drop("nhs_number")
+    )
 
 
 def build_warehouse(
@@ -146,9 +168,10 @@ def build_warehouse(
 ) -> None:
     """The clinical tables of `datasets` (all by default), link map, objections and vault."""
     root = str(warehouse)
+    linkage = key_frame(spark, str(key_path(keys, Role.LINKAGE)), Role.LINKAGE)
     for name in datasets:
         records = [r for r in RECORDS if r.dataset == name]
-        store.write(_clinical_frame(spark, name, records), table_path(root, clinical(name)))
+        store.write(_clinical_frame(spark, name, records, linkage), table_path(root, clinical(name)))
     links = {(DATASETS[r.dataset].source, r.record_key): r.person_id for r in RECORDS}
     store.write(
         spark.createDataFrame(
@@ -159,12 +182,18 @@ def build_warehouse(
     )
     store.write(
         spark.createDataFrame(
-            [(k, 2, status, day, "sub-gp_events", 1) for k, status, day in OBJECTION_EVENTS],
-            "record_key string, objection_type int, status string, event_date date, submission_id string, run_id long",
-        ),
+            [(k, 2, status, day, "sub-gp_events", 1, nhs) for k, nhs, status, day in OBJECTION_EVENTS],
+            "record_key string, objection_type int, status string, event_date date, submission_id string, "
+            "run_id long, nhs_number string",
+        ).transform(nhs_hashed(linkage)),
         table_path(root, OBJECTIONS),
     )
-    linkage = key_frame(spark, str(key_path(keys, Role.LINKAGE)), Role.LINKAGE)
+    store.write(
+        spark.createDataFrame(sorted(INDEXED.items()), "person_id string, nhs_number string").transform(
+            nhs_hashed(linkage)
+        ),
+        table_path(root, PERSONS),
+    )
     vault_key = key_frame(spark, str(key_path(keys, Role.VAULT)), Role.VAULT)
     identities = spark.createDataFrame(
         [(DATASETS[r.dataset].source, r.record_key, f"sub-{r.dataset}", r.nhs, r.dob, "1", f"{r.district} 4AB")

@@ -23,6 +23,7 @@ from caredata_spark.config import DEFAULT_CONF, ConfigError, Settings
 from caredata_spark.ingest import ingest, line_if_rejected, one_per_record
 from caredata_spark.keys import generate_keys, load_public_key
 from caredata_spark.landing import discover
+from caredata_spark.objections import EVENTS_SCHEMA, objection_history
 from caredata_spark.organisations import load_register
 from caredata_spark.parsing import malformed
 from caredata_spark.tables import (
@@ -123,6 +124,7 @@ def test_type1_objector_is_dropped_before_anything_is_written(spark, delta_rs, k
     assert {r[0] for r in delta_rs.read(table_path(wh, IDENTITY_VAULT)).select("record_key").collect()} == {"A81001/P1"}
     events = delta_rs.read(table_path(wh, OBJECTIONS))
     assert {(r["record_key"], r["objection_type"]) for r in events.collect()} == {("A81001/P2", 1), ("A81001/P1", 2)}
+    assert events.filter(F.col("h_nhs").isNull()).count() == 0  # a type 2 objection must reach hospital records
     quality = delta_rs.read(table_path(wh, DATA_QUALITY))
     assert quality.filter((F.col("kind") == "dropped")).agg(F.sum("rows")).first()[0] == 4
 
@@ -133,6 +135,22 @@ def test_type1_objector_is_dropped_before_anything_is_written(spark, delta_rs, k
     ])
     later = run(spark, delta_rs, keys, landing, warehouse)
     assert list(later.counts.values()) == [{"read": 1, "accepted": 0, "quarantined": 0, "dropped": 1}]
+
+
+def test_objections_ingested_before_the_nhs_hash_read_it_as_null(spark, delta_rs, tmp_path) -> None:
+    """A warehouse whose objections table predates `h_nhs` still reads (the next ingest
+    adds the column: `add_columns`)."""
+    legacy = spark.createDataFrame(
+        [("A81001/P1", 2, "dissent", dt.date(2024, 1, 1), "s1", 1)],
+        "record_key string, objection_type int, status string, event_date date, submission_id string, run_id long",
+    )
+    delta_rs.write(legacy, table_path(str(tmp_path), OBJECTIONS))
+    events = objection_history(delta_rs, str(tmp_path))
+    assert_df_equality(
+        events,
+        spark.createDataFrame([("A81001/P1", 2, "dissent", dt.date(2024, 1, 1), "s1", None)], EVENTS_SCHEMA),
+        ignore_nullable=True,
+    )
 
 
 def test_reingest_adds_nothing_and_same_bytes_twice_is_one_submission(spark, delta_rs, keys, tmp_path) -> None:

@@ -45,6 +45,7 @@ from caredata_spark.release import (
     ReleaseResult,
     Sources,
     eligible,
+    not_of_objecting_numbers,
     release,
     released_rows,
     type2_objectors,
@@ -276,7 +277,7 @@ def test_failed_release_leaves_no_delivery_and_is_audited(spark, env) -> None:
         env["store"].read(table_path(env["warehouse"], clinical("gp_events"))),
         table_path(str(env["root"] / "partial"), clinical("gp_events")),
     )
-    for name in ("linkage/link_map", "ingest/objections"):
+    for name in ("linkage/link_map", "linkage/persons", "ingest/objections"):
         env["store"].write(env["store"].read(table_path(env["warehouse"], name)), table_path(str(env["root"] / "partial"), name))
     request = ReleaseRequest(agreement_id, "Cy Requester", (), str(env["agreements"]))
     with pytest.raises(ReleaseFailed, match="clinical/hes_op does not exist"):
@@ -334,17 +335,22 @@ def test_command_line_refusal(env, tmp_path, capsys) -> None:
 
 STATUSES = st.sampled_from(["dissent", "withdrawn"])
 DAYS = st.integers(min_value=-40, max_value=40)  # around the release date
-PERSON_HISTORY = st.lists(  # per GP key of the person: its type 2 codes (status, day)
-    st.lists(st.tuples(STATUSES, DAYS), max_size=3), min_size=1, max_size=2
+GP_KEY = st.tuples(  # one GP key of a person: linked?, its type 2 codes (status, day)
+    st.booleans(), st.lists(st.tuples(STATUSES, DAYS), max_size=3)
 )
+PERSON_HISTORY = st.tuples(  # in the person index?, the person's GP keys
+    st.booleans(), st.lists(GP_KEY, min_size=1, max_size=2)
+)
+History = list[tuple[bool, list[tuple[bool, list[tuple[str, int]]]]]]
 
 
-def model_objectors(people: list[list[list[tuple[str, int]]]]) -> set[str]:
+def model_objectors(people: History) -> set[str]:
     """The rule in plain Python: per person, the latest code on or before day 0 decides;
-    on one day a dissent outranks a withdrawal."""
+    on one day a dissent outranks a withdrawal. Each person is one NHS number, whether or not
+    their GP keys are linked (a type 1 objector's never are) or they are in the index."""
     out = set()
-    for p, keys in enumerate(people):
-        codes = [(day, status == "dissent") for events in keys for status, day in events if day <= 0]
+    for p, (_, keys) in enumerate(people):
+        codes = [(day, status == "dissent") for _, events in keys for status, day in events if day <= 0]
         if codes and max(codes)[1]:
             out.add(f"p{p}")
     return out
@@ -352,18 +358,33 @@ def model_objectors(people: list[list[list[tuple[str, int]]]]) -> set[str]:
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(people=st.lists(PERSON_HISTORY, min_size=1, max_size=5))
-def test_objector_exclusion_property(spark: SparkSession, people: list[list[list[tuple[str, int]]]]) -> None:
-    links = [("gp", f"p{p}/k{k}", f"p{p}") for p, keys in enumerate(people) for k in range(len(keys))]
+def test_objector_exclusion_property(spark: SparkSession, people: History) -> None:
+    """Whether a person's GP keys reach the link map, and whether the person index holds
+    their number, changes nothing: their hospital records go exactly when they do not object."""
+    def nhs(p: int) -> bytes:
+        return f"nhs-{p}".encode()
+
+    links = [("gp", f"p{p}/k{k}", f"p{p}") for p, (_, keys) in enumerate(people)
+             for k, (linked, _) in enumerate(keys) if linked]
     links += [("hes_apc", f"EPI{p}", f"p{p}") for p in range(len(people))] + [("hes_apc", "EPI-unlinked", None)]
     events = [
-        (f"p{p}/k{k}", 2, status, RELEASE_DATE + dt.timedelta(days=day), "s")
-        for p, keys in enumerate(people) for k, codes in enumerate(keys) for status, day in codes
+        (f"p{p}/k{k}", 2, status, RELEASE_DATE + dt.timedelta(days=day), "s", nhs(p))
+        for p, (_, keys) in enumerate(people) for k, (_, codes) in enumerate(keys) for status, day in codes
     ]
+    index = [(f"p{p}", nhs(p)) for p, (indexed, _) in enumerate(people) if indexed]
+    records = [(f"EPI{p}", nhs(p)) for p in range(len(people))] + [("EPI-unlinked", None)]
     link_frame: DataFrame = spark.createDataFrame(links, "source string, record_key string, person_id string")
     event_frame = spark.createDataFrame(
-        events, "record_key string, objection_type int, status string, event_date date, submission_id string"
+        events, "record_key string, objection_type int, status string, event_date date, submission_id string, "
+        "h_nhs binary",
     )
-    objectors = event_frame.transform(type2_objectors(link_frame, RELEASE_DATE))
-    released = link_frame.transform(eligible("hes_apc", objectors)).collect()
+    numbers = spark.createDataFrame(index, "person_id string, h_nhs binary")
+    objectors = event_frame.transform(type2_objectors(link_frame, numbers, RELEASE_DATE))
+    released = (
+        spark.createDataFrame(records, "record_key string, h_nhs binary")
+        .transform(not_of_objecting_numbers(objectors))
+        .join(link_frame.transform(eligible("hes_apc", objectors)), on="record_key", how="inner")
+        .collect()
+    )
     excluded = model_objectors(people)
     assert {r.person_id for r in released} == {f"p{p}" for p in range(len(people))} - excluded

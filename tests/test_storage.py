@@ -293,6 +293,22 @@ def test_schema_mismatch_names_the_columns(
     assert store.version(path) == 0
 
 
+def test_add_columns_lets_a_write_bring_a_new_column(spark: SparkSession, store: DeltaStore, tmp_path: Path) -> None:
+    """A table made before a column existed takes it on request; its old rows read null."""
+    path = str(tmp_path / "t")
+    store.write(frame(spark), path)
+    newer = frame(spark, ROWS[:1]).withColumn("flag", F.lit(True))
+    with pytest.raises(SchemaMismatchError, match="unexpected columns: flag"):
+        store.write(newer, path)  # only on request
+    store.write(newer, path, add_columns=True)
+    assert store.schema(path)["flag"].nullable
+    flags = store.read(path).groupBy("flag").count()
+    assert_df_equality(flags, spark.createDataFrame([(None, 4), (True, 1)], "flag boolean, count long"),
+                       ignore_row_order=True, ignore_nullable=True)
+    store.write(newer, path, add_columns=True)  # the column is there now: a plain append
+    assert store.read(path).count() == 6
+
+
 def test_column_order_of_data_does_not_matter(
     spark: SparkSession, store: DeltaStore, tmp_path: Path
 ) -> None:

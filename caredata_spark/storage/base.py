@@ -13,6 +13,7 @@ from pyspark.sql.types import (
     DateType,
     NumericType,
     StringType,
+    StructField,
     StructType,
     TimestampNTZType,
     TimestampType,
@@ -237,6 +238,7 @@ class DeltaStore(ABC):
         replace: Mapping[str, Sequence[str]] | None = None,
         txn: Txn | None = None,
         properties: Mapping[str, str] | None = None,
+        add_columns: bool = False,
     ) -> bool:
         """Commit `df` to the table at `path` in one Delta transaction.
 
@@ -246,7 +248,9 @@ class DeltaStore(ABC):
         when this write creates the table, and on an existing table that lacks them (made
         before they existed, or by another writer) in a commit before the data's. Returns False
         when `txn` had already been committed, so nothing was written. A failure leaves
-        the table as it was.
+        the table as it was. `add_columns` lets `df` bring columns the table lacks (a table
+        made by an earlier release of the platform): they are added, nullable, in a commit
+        of their own before the data's, and the table's older rows read them as null.
         """
         if mode not in ("append", "overwrite"):
             raise ValueError(f"mode must be append or overwrite, got {mode!r}")
@@ -264,6 +268,10 @@ class DeltaStore(ABC):
         if self.exists(path):
             details = self.details(path)
             existing = details.schema
+            new = [f for f in df.schema.fields if f.name not in existing.fieldNames()]
+            if add_columns and new:
+                self._add_columns(path, [StructField(f.name, f.dataType, nullable=True) for f in new])
+                existing = self.schema(path)
             check_schema(path, existing, df.schema)
             df = df.select(*existing.fieldNames())
             if tuple(partition_by) != details.partition_columns:
@@ -308,6 +316,10 @@ class DeltaStore(ABC):
     @abstractmethod
     def _set_properties(self, path: str, properties: Mapping[str, str]) -> None:
         """Set table properties in one commit of their own."""
+
+    @abstractmethod
+    def _add_columns(self, path: str, fields: Sequence[StructField]) -> None:
+        """Add nullable columns in one commit of their own (no data file is rewritten)."""
 
     def vacuum(self, path: str, retention_hours: int) -> int | None:
         """Physically delete the data files no version of the last `retention_hours` reads;

@@ -30,7 +30,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from caredata_spark.storage.base import (
     UNSTATED_COLUMNS,
@@ -395,6 +395,15 @@ class DeltaRsStore(DeltaStore):
             self._table(path).alter.set_table_properties(dict(properties))
         except Exception as err:
             raise StorageError(f"cannot set properties of Delta table {path} ({type(err).__name__})") from err
+
+    def _add_columns(self, path: str, fields: Sequence[StructField]) -> None:
+        from deltalake import Schema
+
+        delta_fields = Schema.from_arrow(to_arrow_schema(StructType(list(fields)), timezone="UTC")).fields
+        try:
+            self._table(path).alter.add_columns(delta_fields)
+        except Exception as err:
+            raise StorageError(f"cannot add columns to Delta table {path} ({type(err).__name__})") from err
 
     def _vacuum(self, path: str, retention_hours: int) -> int | None:
         deleted = self._table(path).vacuum(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from caredata_spark.storage.base import (
     DeltaStore,
@@ -146,6 +146,13 @@ class DeltaSparkStore(DeltaStore):
             self.spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
         except Exception as err:
             raise StorageError(f"cannot set properties of Delta table {path} ({type(err).__name__})") from err
+
+    def _add_columns(self, path: str, fields: Sequence[StructField]) -> None:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in fields)
+        try:
+            self.spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+        except Exception as err:
+            raise StorageError(f"cannot add columns to Delta table {path} ({type(err).__name__})") from err
 
     def _vacuum(self, path: str, retention_hours: int) -> int | None:
         """The connector's VACUUM, which logs but does not return what it deleted."""
