@@ -60,6 +60,7 @@ from caredata_spark.publication_tables import (
 )
 from caredata_spark.publications import next_number, record_publication
 from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore
+from caredata_spark.submissions import latest_per_key
 from caredata_spark.suppression import protect_table
 from caredata_spark.tables import HES_DATASETS, LINK_MAP, SUBMISSIONS, clinical, green, table_path
 
@@ -71,33 +72,6 @@ GP_CODE = "snomed_code"  # the GP code column of the GP sources
 
 
 # --- record selection -------------------------------------------------------------------
-
-
-def latest_per_key(ledger: DataFrame) -> Callable[[DataFrame], DataFrame]:
-    """One row per record key: the one ingested by the latest run (then the greatest
-    submission id, an arbitrary but stable tie-break within a run).
-
-    The ledger has one row per file, not per record, so it is broadcast; the window is one
-    shuffle of the clinical table by record key.
-    """
-    runs = (
-        ledger.where(F.col("status") == "ingested")
-        .groupBy("submission_id")
-        .agg(F.max("run_id").alias("run_id"))
-    )
-
-    def transform(records: DataFrame) -> DataFrame:
-        newest_first = Window.partitionBy("record_key").orderBy(
-            F.col("run_id").desc_nulls_last(), F.col("submission_id").desc()
-        )
-        return (
-            records.join(F.broadcast(runs), on="submission_id", how="left")
-            .withColumn("_newest", F.row_number().over(newest_first))
-            .where(F.col("_newest") == 1)
-            .drop("_newest", "run_id")
-        )
-
-    return transform
 
 
 def linked_person(links: DataFrame, source: str) -> Callable[[DataFrame], DataFrame]:

@@ -56,7 +56,8 @@ from caredata_spark.observability import get_logger, stage
 from caredata_spark.pseudonymisation import PERSON, RECORD, agreement_key, pseudonyms
 from caredata_spark.risk import RiskReport, quasi_identifiers, risk_report
 from caredata_spark.storage import DeltaStore
-from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, PERSONS, RELEASE_RISK, clinical, table_path
+from caredata_spark.submissions import latest_per_key
+from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, PERSONS, RELEASE_RISK, SUBMISSIONS, clinical, table_path
 
 LOG = get_logger("release")
 GP_SOURCE = GP_EVENTS.source  # objections are GP events
@@ -146,12 +147,14 @@ def not_of_objecting_numbers(objectors: DataFrame | None) -> Callable[[DataFrame
 # --- fields ---------------------------------------------------------------------------------
 
 
-def vault_fields(vault_key: KeyFrame, source: str, wanted: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
+def vault_fields(
+    vault_key: KeyFrame, source: str, wanted: Sequence[str], ledger: DataFrame
+) -> Callable[[DataFrame], DataFrame]:
     """Vault rows -> (record_key, *wanted) in clear, one row per record key of `source`.
 
-    A key has a vault row per submission that carried it: the identity of one row (the
-    greatest submission id) is taken whole, never mixed across rows. Aggregating first
-    means one decryption per key, not per submission.
+    A key has a vault row per submission that carried it: the identity of the latest
+    ingested one (`latest_per_key`: a patient's current postcode, not an old one) is taken
+    whole, never mixed across rows. Choosing first means one decryption per key.
     """
 
     def clear(name: str) -> Column:
@@ -163,9 +166,8 @@ def vault_fields(vault_key: KeyFrame, source: str, wanted: Sequence[str]) -> Cal
     def transform(vault: DataFrame) -> DataFrame:
         one_row = (
             vault.filter(F.col("source") == source)
-            .groupBy("record_key")
-            .agg(F.max(F.struct("submission_id", "enc_identity")).alias("row"))
-            .select("record_key", F.col("row.enc_identity").alias("enc_identity"))
+            .select("record_key", "submission_id", "enc_identity")
+            .transform(latest_per_key(ledger))
         )
         return one_row.transform(with_key_material(vault_key, {"identity": identity_in_clear(vault_key)})).select(
             "record_key", *[clear(f).alias(f) for f in wanted]
@@ -195,6 +197,7 @@ class Sources:
     links: DataFrame  # the whole link map: (source, record_key, person_id)
     objectors: DataFrame | None  # None when objections are overridden
     vault: DataFrame | None
+    ledger: DataFrame  # which run ingested each submission: the vault's latest identity
     pseudonym_key: KeyFrame
     vault_key: KeyFrame | None
 
@@ -217,7 +220,7 @@ def released_rows(
     from_vault = [f for f in fields if f in VAULT_FIELDS]
     if from_vault:
         assert sources.vault is not None and sources.vault_key is not None
-        identities = sources.vault.transform(vault_fields(sources.vault_key, dataset.source, from_vault))
+        identities = sources.vault.transform(vault_fields(sources.vault_key, dataset.source, from_vault, sources.ledger))
         rows = rows.join(identities, on="record_key", how="left")  # shuffle on the key
     return rows.transform(minimised(dataset, fields, agreement.dates))
 
@@ -356,6 +359,7 @@ def run_release(
         links=links,
         objectors=objectors,
         vault=_read(store, warehouse, IDENTITY_VAULT) if vault_key else None,
+        ledger=_read(store, warehouse, SUBMISSIONS),
         pseudonym_key=pseudonym_key,
         vault_key=vault_key,
     )

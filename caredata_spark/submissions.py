@@ -9,10 +9,12 @@ that arrived meanwhile wait for the next run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 from pyspark.sql.types import (
     LongType,
     StringType,
@@ -106,3 +108,30 @@ def plan_run(
         ).withColumn("planned_at", F.current_timestamp())
         store.write(rows, runs_path, txn=txn(INGEST_RUNS, run_id))
     return run_id, plan, False
+
+
+def latest_per_key(ledger: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """One row per record key: the one ingested by the latest run (then the greatest
+    submission id, an arbitrary but stable tie-break within a run).
+
+    The ledger has one row per file, not per record, so it is broadcast; the window is one
+    shuffle of the clinical table by record key.
+    """
+    runs = (
+        ledger.where(F.col("status") == "ingested")
+        .groupBy("submission_id")
+        .agg(F.max("run_id").alias("run_id"))
+    )
+
+    def transform(records: DataFrame) -> DataFrame:
+        newest_first = Window.partitionBy("record_key").orderBy(
+            F.col("run_id").desc_nulls_last(), F.col("submission_id").desc()
+        )
+        return (
+            records.join(F.broadcast(runs), on="submission_id", how="left")
+            .withColumn("_newest", F.row_number().over(newest_first))
+            .where(F.col("_newest") == 1)
+            .drop("_newest", "run_id")
+        )
+
+    return transform

@@ -42,7 +42,8 @@ from caredata_spark.identity import linkage_messages, vault_rows
 from caredata_spark.keyed_hash import KeyFrame, key_frame, keyed_hashes
 from caredata_spark.keys import Role, generate_keys, key_path
 from caredata_spark.storage import DeltaStore
-from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, PERSONS, clinical, table_path
+from caredata_spark.submissions import LEDGER
+from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, OBJECTIONS, PERSONS, SUBMISSIONS, clinical, table_path
 
 RELEASE_DATE = dt.date(2025, 5, 1)
 TYPE2_DISSENT, TYPE2_WITHDRAWN = "dissent", "withdrawn"
@@ -110,6 +111,7 @@ OBJECTION_EVENTS = [
 OBJECTORS = {"pB", "pG", "pH"}  # on RELEASE_DATE
 INDEXED = {"pA": NHS_A, "pB": NHS_B, "pC": NHS_C, "pD": NHS_D, "pE": NHS_E, "pG": NHS_G}  # pH's rows erased
 UNLINKED = {"EPI9"}
+EARLIER = "sub-zz-earlier"  # an earlier run's file of EPI2, its id sorting after the later one's
 
 
 def keys_of(directory: Path) -> KeySettings:
@@ -166,7 +168,8 @@ def nhs_hashed(linkage: KeyFrame) -> Callable[[DataFrame], DataFrame]:
 def build_warehouse(
     spark: SparkSession, store: DeltaStore, warehouse: Path, keys: KeySettings, datasets: tuple[str, ...] = tuple(DATASETS)
 ) -> None:
-    """The clinical tables of `datasets` (all by default), link map, objections and vault."""
+    """The clinical tables of `datasets` (all by default), link map, person index,
+    objections, vault and submissions ledger (EPI2 also has an earlier file's identity)."""
     root = str(warehouse)
     linkage = key_frame(spark, str(key_path(keys, Role.LINKAGE)), Role.LINKAGE)
     for name in datasets:
@@ -195,9 +198,10 @@ def build_warehouse(
         table_path(root, PERSONS),
     )
     vault_key = key_frame(spark, str(key_path(keys, Role.VAULT)), Role.VAULT)
+    earlier = [("hes_apc", "EPI2", EARLIER, NHS_F, dt.date(1975, 2, 2), "1", "LS1 4AB")]  # superseded
     identities = spark.createDataFrame(
         [(DATASETS[r.dataset].source, r.record_key, f"sub-{r.dataset}", r.nhs, r.dob, "1", f"{r.district} 4AB")
-         for r in RECORDS],
+         for r in RECORDS] + earlier,
         "source string, record_key string, submission_id string, nhs_number string, dob date, sex string, postcode string",
     ).withColumn("nhs_number", clean_nhs_number(F.col("nhs_number")))
     hashed = identities.transform(keyed_hashes(linkage, {"h_nhs": linkage_messages()["h_nhs"]}))
@@ -207,3 +211,12 @@ def build_warehouse(
         vault = part if vault is None else vault.unionByName(part)
     assert vault is not None
     store.write(vault.dropDuplicates(["source", "record_key", "submission_id"]), table_path(root, IDENTITY_VAULT))
+    ledger = [(EARLIER, "hes_apc", 1)] + [(f"sub-{name}", name, 2) for name in DATASETS]
+    store.write(
+        spark.createDataFrame(
+            [(sub, name, "RTH", f"{sub}.csv", "csv", 1, run, "ingested", None, 1, 1, 0, 0, None)
+             for sub, name, run in ledger],
+            LEDGER,
+        ),
+        table_path(root, SUBMISSIONS),
+    )
