@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,13 +179,20 @@ def _keys(spark: SparkSession, settings: Settings) -> Iterator[tuple[KeyFrame, K
 
 def subject_record(
     spark: SparkSession, store: DeltaStore, settings: Settings, warehouse: str,
-    request: SubjectRequest, requester: str,
+    request: SubjectRequest, requester: str, out: Path,
 ) -> SubjectRecord:
-    """The person's whole record, or `ReleaseRefused(NO_MATCH)`; audited either way."""
-    entry = audit.AuditEntry(at=audit.now(), action=audit.SUBJECT_ACCESS, outcome=audit.REFUSED, requester=requester)
-    vault = store.read(table_path(warehouse, IDENTITY_VAULT))
-    links = store.read(table_path(warehouse, LINK_MAP)).select("source", "record_key", "person_id")
-    with _keys(spark, settings) as (linkage_key, vault_key), ExitStack() as cached:
+    """The person's whole record, written to `out` (`write_record`), or
+    `ReleaseRefused(NO_MATCH)`. Audited as started, then done once the files are written,
+    refused, or failed (an error part-way, or `out` already holding a record)."""
+    entry = audit.AuditEntry(at=audit.now(), action=audit.SUBJECT_ACCESS, outcome=audit.STARTED, requester=requester)
+    refused: audit.AuditEntry | None = None
+    with audit.audited(spark, store, warehouse, entry), ExitStack() as cached:
+        taken = [p for p in record_paths(out) if p.exists()]
+        if taken:
+            raise UsageError(f"--out {out} already holds {taken[0].name}: name a new folder")
+        vault = store.read(table_path(warehouse, IDENTITY_VAULT))
+        links = store.read(table_path(warehouse, LINK_MAP)).select("source", "record_key", "person_id")
+        linkage_key, vault_key = cached.enter_context(_keys(spark, settings))
 
         def kept(df: DataFrame) -> DataFrame:
             cached.callback(df.unpersist)
@@ -196,20 +203,23 @@ def subject_record(
         subject = first["h_nhs"].hex() if first and first["h_nhs"] else None
         verified = kept(verified_keys(vault, hashed, vault_key))
         if subject is None or verified.isEmpty():
-            audit.record(spark, store, warehouse, replace(entry, reason=NO_MATCH, subject=subject))
-            raise ReleaseRefused(NO_MATCH)
-        keys = kept(person_keys(links, verified))
-        record = SubjectRecord(
-            generated_at=audit.now().isoformat(timespec="seconds") + "Z",
-            identities=_identities(vault, keys, vault_key),
-            records={
-                name: _records(store.read(table_path(warehouse, clinical(name))), dataset, keys)
-                for name, dataset in DATASETS.items()
-                if store.exists(table_path(warehouse, clinical(name)))
-            },
-        )
-    done = audit.stamped(entry, outcome=audit.DONE, rows=record.rows, subject=subject)
-    audit.record(spark, store, warehouse, done)
+            refused = audit.stamped(entry, outcome=audit.REFUSED, reason=NO_MATCH, subject=subject)
+        else:
+            keys = kept(person_keys(links, verified))
+            record = SubjectRecord(
+                generated_at=audit.now().isoformat(timespec="seconds") + "Z",
+                identities=_identities(vault, keys, vault_key),
+                records={
+                    name: _records(store.read(table_path(warehouse, clinical(name))), dataset, keys)
+                    for name, dataset in DATASETS.items()
+                    if store.exists(table_path(warehouse, clinical(name)))
+                },
+            )
+            write_record(record, out)
+    if refused is not None:
+        audit.record(spark, store, warehouse, refused)
+        raise ReleaseRefused(NO_MATCH)
+    audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.DONE, rows=record.rows, subject=subject))
     return record
 
 
@@ -256,10 +266,14 @@ def to_html(record: SubjectRecord) -> str:
     )
 
 
+def record_paths(out: Path) -> tuple[Path, Path]:
+    return out / "record.json", out / "record.html"
+
+
 def write_record(record: SubjectRecord, out: Path) -> tuple[Path, Path]:
     """`record.json` and `record.html` in `out`, readable by their owner only."""
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths = (out / "record.json", out / "record.html")
+    paths = record_paths(out)
     for path, text in zip(paths, (record.to_json(), to_html(record))):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
@@ -275,10 +289,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(context: Context, args: argparse.Namespace) -> None:
     request = read_request(args.request)
+    out = Path(args.out)
     record = subject_record(
-        context.spark, context.store, context.settings, context.require("warehouse"), request, args.requester
+        context.spark, context.store, context.settings, context.require("warehouse"), request, args.requester, out
     )
-    json_path, html_path = write_record(record, Path(args.out))
+    json_path, html_path = record_paths(out)
     print(f"subject access: {record.rows} records written to {json_path} and {html_path}")
 
 

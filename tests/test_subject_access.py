@@ -6,6 +6,8 @@ import copy
 import datetime as dt
 import json
 import stat
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,8 +41,11 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return {"root": root, "store": store, "settings": Settings(keys=keys), "warehouse": str(root / "warehouse")}
 
 
-def ask(spark: SparkSession, env: dict[str, Any], nhs: str, dob: dt.date) -> SubjectRecord:
-    return subject_record(spark, env["store"], env["settings"], env["warehouse"], SubjectRequest(nhs, dob), "clerk")
+def ask(spark: SparkSession, env: dict[str, Any], nhs: str, dob: dt.date, out: Path | None = None) -> SubjectRecord:
+    out = out or env["root"] / "sar" / uuid.uuid4().hex
+    return subject_record(
+        spark, env["store"], env["settings"], env["warehouse"], SubjectRequest(nhs, dob), "clerk", out
+    )
 
 
 def audit_rows(env: dict[str, Any]) -> list[Any]:
@@ -103,6 +108,19 @@ def test_done_access_is_audited_by_hash_not_number(env, record_a) -> None:
     done = [r for r in audit_rows(env) if r.outcome == "done"]
     assert done and done[0].rows == record_a.rows and done[0].requester == "clerk"
     assert len(done[0].subject) == 32 and NHS_A not in json.dumps(done[0].asDict(), default=str)
+
+
+def test_an_access_not_delivered_is_audited_failed_not_done(spark, env, tmp_path) -> None:
+    """Done means the files were written: an `--out` already holding a record stops the
+    request before anything is read, and the trail says started, then failed."""
+    (tmp_path / "record.json").write_text("{}")
+    before = len(audit_rows(env))
+    with pytest.raises(UsageError, match="already holds record.json"):
+        ask(spark, env, NHS_A, DOB_A, out=tmp_path)
+    assert [(r.outcome, r.reason) for r in audit_rows(env)[before:]] == [
+        ("started", None), ("failed", f"--out {tmp_path} already holds record.json: name a new folder")
+    ]
+    assert (tmp_path / "record.json").read_text() == "{}"
 
 
 def test_html_and_json_documents(record_a, tmp_path) -> None:
