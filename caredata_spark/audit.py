@@ -29,6 +29,7 @@ from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import AUDIT, table_path
 
 RELEASE, SUBJECT_ACCESS, PUBLICATION, ERASURE = "release", "subject_access", "publication", "erasure"
+QUARANTINE_DECRYPT = "quarantine_decrypt"  # an operator reading rejected lines in clear
 STARTED, DONE, REFUSED, FAILED = "started", "done", "refused", "failed"
 
 SCHEMA = StructType(

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from caredata_spark import audit
 from caredata_spark.cli import Command, Context
+from caredata_spark.errors import UsageError
 from caredata_spark.keyed_hash import KeyFrame, key_frame, with_key_material
 from caredata_spark.keys import Role, key_file
 from caredata_spark.tables import QUARANTINE, table_path
@@ -55,12 +57,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="only rows with this reason code")
     parser.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
     parser.add_argument(
-        "--decrypt", action="store_true", help="show raw content in clear (needs the vault key)"
+        "--decrypt", action="store_true", help="show raw content in clear (needs the vault key; audited)"
     )
+    parser.add_argument("--requester", help="who reads the raw content (required with --decrypt; audited)")
 
 
 def _run(context: Context, args: argparse.Namespace) -> None:
-    rows = context.store.read(table_path(context.require("warehouse"), QUARANTINE))
+    warehouse = context.require("warehouse")
+    if args.decrypt and not args.requester:
+        raise UsageError("--decrypt shows identifiable lines: name yourself with --requester (it is audited)")
+    rows = context.store.read(table_path(warehouse, QUARANTINE))
     if args.submission:
         rows = rows.filter(F.col("submission_id") == args.submission)
     if args.reason:
@@ -69,16 +75,22 @@ def _run(context: Context, args: argparse.Namespace) -> None:
     if not args.decrypt:
         rows.drop("raw_content").show(args.limit, truncate=False)
         return
-    with key_file(context.settings.keys, Role.VAULT) as path:
-        vault_key = key_frame(context.spark, str(path), Role.VAULT)
-        rows.transform(with_key_material(vault_key, _raw_in_clear(vault_key))).show(
-            args.limit, truncate=False
-        )
+    selection = [f"{k}={v}" for k, v in (("submission", args.submission), ("reason", args.reason)) if v]
+    entry = audit.AuditEntry(
+        at=audit.now(), action=audit.QUARANTINE_DECRYPT, outcome=audit.STARTED, requester=args.requester,
+        fields=[*selection, f"limit={args.limit}"],
+    )
+    with audit.audited(context.spark, context.store, warehouse, entry):
+        with key_file(context.settings.keys, Role.VAULT) as path:
+            vault_key = key_frame(context.spark, str(path), Role.VAULT)
+            rows.transform(with_key_material(vault_key, _raw_in_clear(vault_key))).show(args.limit, truncate=False)
+    done = audit.stamped(entry, outcome=audit.DONE, rows=rows.count())  # counted encrypted
+    audit.record(context.spark, context.store, warehouse, done)
 
 
 COMMAND = Command(
     name="quarantine",
-    help="list quarantined rows with their reasons; --decrypt shows raw content to key holders",
+    help="list quarantined rows with their reasons; --decrypt shows raw content to key holders (audited)",
     add_arguments=_add_arguments,
     run=_run,
 )

@@ -9,24 +9,29 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from chispa import assert_df_equality
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 from ingest_data import TYPE1_NHS, VALID_NHS, run, write
 
+from caredata_spark.cli import main
+from caredata_spark.config import DEFAULT_CONF, ConfigError, Settings
 from caredata_spark.contract import DATASETS
 from caredata_spark.envelope import encrypt_file
 from caredata_spark.errors import UsageError
 from caredata_spark.identity import generalised
-from caredata_spark.config import DEFAULT_CONF, ConfigError, Settings
 from caredata_spark.ingest import ingest, line_if_rejected, one_per_record
-from caredata_spark.keys import generate_keys, load_public_key
+from caredata_spark.keyed_hash import key_frame
+from caredata_spark.keys import Role, generate_keys, key_path, load_public_key
 from caredata_spark.landing import discover
 from caredata_spark.objections import EVENTS_SCHEMA, objection_history
 from caredata_spark.organisations import load_register
 from caredata_spark.parsing import malformed
+from caredata_spark.quarantine import quarantine_rows
 from caredata_spark.tables import (
+    AUDIT,
     DATA_QUALITY,
     IDENTITY_VAULT,
     OBJECTIONS,
@@ -151,6 +156,34 @@ def test_objections_ingested_before_the_nhs_hash_read_it_as_null(spark, delta_rs
         spark.createDataFrame([("A81001/P1", 2, "dissent", dt.date(2024, 1, 1), "s1", None)], EVENTS_SCHEMA),
         ignore_nullable=True,
     )
+
+
+def test_reading_quarantined_lines_in_clear_is_audited(spark, delta_rs, keys, tmp_path, capsys) -> None:
+    """`caredata quarantine --decrypt` shows the raw line to a named operator, and the audit
+    trail says who read how many lines (never their content)."""
+    warehouse = str(tmp_path / "warehouse")
+    vault_key = key_frame(spark, str(key_path(keys, Role.VAULT)), Role.VAULT)
+    line = f"AE5,RTH,{VALID_NHS},1980-05-04,1,LS1 4AB"
+    rejected = spark.createDataFrame(
+        [("hes_ae", "RTH", "s1", "/landing/hes_ae/RTH/ae.csv", 7, None, line.encode(), ["MALFORMED_ROW"])],
+        "dataset string, submitter string, submission_id string, path string, line_number long, "
+        "record_key string, line binary, reasons array<string>",
+    )
+    delta_rs.write(rejected.transform(quarantine_rows(vault_key, 1)), table_path(warehouse, QUARANTINE))
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump({"keys": dataclasses.asdict(keys)}))
+    command = ["--conf", str(conf), "--warehouse", warehouse, "quarantine", "--decrypt"]
+
+    assert main(command) == 2  # no --requester: refused before anything is read
+    assert "--requester" in capsys.readouterr().err
+    assert main([*command, "--requester", "Dee Operator", "--reason", "MALFORMED_ROW"]) == 0
+    assert line in capsys.readouterr().out
+    trail = delta_rs.read(table_path(warehouse, AUDIT)).orderBy("at").collect()
+    assert [(r.action, r.outcome, r.requester, r.rows) for r in trail] == [
+        ("quarantine_decrypt", "started", "Dee Operator", None), ("quarantine_decrypt", "done", "Dee Operator", 1)
+    ]
+    assert trail[1].fields == ["reason=MALFORMED_ROW", "limit=20"]
+    assert VALID_NHS not in str([r.asDict() for r in trail])
 
 
 def test_reingest_adds_nothing_and_same_bytes_twice_is_one_submission(spark, delta_rs, keys, tmp_path) -> None:
