@@ -49,14 +49,15 @@ def test_nhs_digits_strip_the_same_whitespace_as_the_rules(spark: SparkSession) 
 
 
 def test_a_row_of_another_practice_or_provider_is_quarantined(spark: SparkSession) -> None:
-    """A practice's file may hold only its own rows; a trust's, its own or its sites' (RTH01)."""
+    """A practice's file may hold only its own rows; a trust's, its own or its sites' (RTH01).
+    Rows' codes arrive upper case from validation; the submitter folder may be in any case."""
     files = spark.createDataFrame(
-        [("gp1", "gp_events", "A81001", "p"), ("apc1", "hes_apc", "RTH", "p")],
+        [("gp1", "gp_events", "A81001", "p"), ("gp2", "gp_events", "a81001", "p"), ("apc1", "hes_apc", "RTH", "p")],
         "submission_id string, dataset string, submitter string, path string",
     )
     schema = "submission_id string, line_number long, provider string, quarantine_reasons array<string>"
     gp = spark.createDataFrame(
-        [("gp1", 2, "A81001", []), ("gp1", 3, "B82002", []), ("gp1", 4, "a81001", []),
+        [("gp1", 2, "A81001", []), ("gp1", 3, "B82002", []), ("gp2", 4, "A81001", []),
          ("gp1", 5, None, ["REQUIRED_MISSING:PRACTICE_CODE"]), ("gp1", 6, "A81001X", [])],
         schema,
     )
@@ -69,7 +70,7 @@ def test_a_row_of_another_practice_or_provider_is_quarantined(spark: SparkSessio
     assert_df_equality(
         gp.transform(flag_foreign_provider(DATASETS["gp_events"], files)),
         spark.createDataFrame(
-            [("gp1", 2, "A81001", []), ("gp1", 3, "B82002", [foreign_gp]), ("gp1", 4, "a81001", []),
+            [("gp1", 2, "A81001", []), ("gp1", 3, "B82002", [foreign_gp]), ("gp2", 4, "A81001", []),
              ("gp1", 5, None, ["REQUIRED_MISSING:PRACTICE_CODE"]), ("gp1", 6, "A81001X", [foreign_gp])],
             schema,
         ),
