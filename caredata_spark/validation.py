@@ -60,8 +60,15 @@ def organisation_code(col: Column) -> Column:
 
 
 def record_key(dataset: Dataset) -> Column:
+    """The contract's record key; null for a line with a parse problem.
+
+    Such a line's fields may be shifted (a GP line missing PATIENT_ID would key as
+    `A81001/<NHS number>`), and quarantine stores keys in clear; the raw line is kept
+    there, encrypted.
+    """
     parts = [organisation_code(F.col(c)) if c == dataset.provider else _value(F.col(c)) for c in dataset.key]
-    return parts[0] if len(parts) == 1 else F.concat_ws("/", *parts)
+    key = parts[0] if len(parts) == 1 else F.concat_ws("/", *parts)
+    return F.when(F.col("parse_problem").isNull(), key)
 
 
 def _code_cleaners(dataset: Dataset) -> dict[str, tuple[Callable[[Column], Column], str]]:

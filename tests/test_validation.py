@@ -6,10 +6,11 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from caredata_spark.contract import DATASETS
+from caredata_spark import reasons
+from caredata_spark.contract import DATASETS, Dataset
 from caredata_spark.validation import flag_foreign_provider, validate
 
-GP_PATIENTS = DATASETS["gp_patients"]
+GP_PATIENTS, GP_EVENTS = DATASETS["gp_patients"], DATASETS["gp_events"]
 
 
 def parsed(spark: SparkSession, nhs_numbers: list[str | None]) -> DataFrame:
@@ -26,6 +27,34 @@ def parsed(spark: SparkSession, nhs_numbers: list[str | None]) -> DataFrame:
          *[f"{c} string" for c in GP_PATIENTS.columns], "parse_problem string"]
     )
     return spark.createDataFrame(rows, schema)
+
+
+def parsed_rows(spark: SparkSession, dataset: Dataset, *records: dict[str, str | None]) -> DataFrame:
+    """Rows of `dataset` as `parsing.parse_lines` gives them, one per record from line 2;
+    absent fields are null, and a record may set its `parse_problem`."""
+    rows = [
+        ("s1", line, b"raw", *[record.get(c) for c in dataset.columns], record.get("parse_problem"))
+        for line, record in enumerate(records, start=2)
+    ]
+    schema = ", ".join(
+        ["submission_id string", "line_number long", "line binary",
+         *[f"{c} string" for c in dataset.columns], "parse_problem string"]
+    )
+    return spark.createDataFrame(rows, schema)
+
+
+def test_a_line_that_did_not_parse_has_no_record_key(spark: SparkSession) -> None:
+    """A GP line missing PATIENT_ID has its NHS number where the patient id should be: its
+    key would be `A81001/<NHS number>`, and quarantine stores keys in clear."""
+    good = {"PRACTICE_CODE": "A81001", "PATIENT_ID": "P1", "NHS_NUMBER": "9434765919", "DOB": "1980-05-05",
+            "SEX": "1", "POSTCODE": "LS1 4AB", "EVENT_DATE": "2024-03-01", "SNOMED_CODE": "22298006"}
+    shifted = {"PRACTICE_CODE": "A81001", "PATIENT_ID": "9434765919", "NHS_NUMBER": "1980-05-05", "DOB": "1",
+               "SEX": "LS1 4AB", "POSTCODE": "2024-03-01", "EVENT_DATE": "22298006",
+               "parse_problem": reasons.MALFORMED_ROW}
+    out = parsed_rows(spark, GP_EVENTS, good, shifted).transform(validate(GP_EVENTS))
+    assert [(r["line_number"], r["record_key"]) for r in out.orderBy("line_number").collect()] == [
+        (2, "A81001/P1"), (3, None)
+    ]
 
 
 def test_nhs_digits_strip_the_same_whitespace_as_the_rules(spark: SparkSession) -> None:
