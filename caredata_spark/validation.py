@@ -140,8 +140,11 @@ def _judged(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
         snomed = [F.col("snomed_reason")] if "SNOMED_CODE" in dataset.columns else []
         quarantine = _codes(F.col("parse_problem"), *required_missing, activity_bad, *snomed)
 
+        # false, not null, when either date is missing or invalid: only two real dates are
+        # out of order, and `~null` would drop a valid later date too
         out_of_order = {
-            later: F.col(earlier) > F.col(later) for earlier, later in DATE_ORDER.get(dataset.name, ())
+            later: F.coalesce(F.col(earlier) > F.col(later), F.lit(False))
+            for earlier, later in DATE_ORDER.get(dataset.name, ())
         }
         flags = _codes(
             *[F.col(f"{field}_reason") for field in ("nhs", "dob", "sex", "postcode")],

@@ -10,7 +10,7 @@ from caredata_spark import reasons
 from caredata_spark.contract import DATASETS, Dataset
 from caredata_spark.validation import flag_foreign_provider, validate
 
-GP_PATIENTS, GP_EVENTS = DATASETS["gp_patients"], DATASETS["gp_events"]
+GP_PATIENTS, GP_EVENTS, HES_APC = DATASETS["gp_patients"], DATASETS["gp_events"], DATASETS["hes_apc"]
 
 
 def parsed(spark: SparkSession, nhs_numbers: list[str | None]) -> DataFrame:
@@ -114,3 +114,21 @@ def test_a_row_of_another_practice_or_provider_is_quarantined(spark: SparkSessio
         ),
         ignore_row_order=True,
     )
+
+
+def test_a_later_date_is_kept_when_the_earlier_one_is_blank_or_invalid(spark: SparkSession) -> None:
+    """Order is only judged between two real dates: a blank or impossible EPISTART says
+    nothing against EPIEND. Out of order, the later date is dropped and flagged."""
+    base = {"EPIKEY": "E1", "PROCODE": "RTH", "ADMIDATE": "2024-03-01", "EPISTART": "2024-03-01",
+            "EPIEND": "2024-03-05", "DISDATE": "2024-03-05"}
+    episodes = [base, {**base, "EPIKEY": "E2", "EPISTART": ""}, {**base, "EPIKEY": "E3", "EPISTART": "2024-02-30"},
+                {**base, "EPIKEY": "E4", "EPISTART": "2024-03-06"}]
+    out = parsed_rows(spark, HES_APC, *episodes).transform(validate(HES_APC))
+    flags = F.filter("dq_flags", lambda f: f.startswith("DATE"))
+    actual = out.select("record_key", F.col("EPIEND").cast("string").alias("EPIEND"), flags.alias("flags"))
+    expected = spark.createDataFrame(
+        [("E1", "2024-03-05", []), ("E2", "2024-03-05", []), ("E3", "2024-03-05", ["DATE_BAD:EPISTART"]),
+         ("E4", None, ["DATES_OUT_OF_ORDER:EPIEND"])],
+        "record_key string, EPIEND string, flags array<string>",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_row_order=True)
