@@ -59,6 +59,13 @@ def organisation_code(col: Column) -> Column:
     return F.upper(_value(col))
 
 
+def today_in_england() -> Column:
+    """Today's date in England, where the data is recorded. The session clock is UTC, and
+    an event recorded just after midnight in summer (BST) would look a day ahead of it.
+    A constant: Spark fixes the current time once per query."""
+    return F.convert_timezone(None, F.lit("Europe/London"), F.localtimestamp()).cast("date")
+
+
 def record_key(dataset: Dataset) -> Column:
     """The contract's record key; null for a line with a parse problem.
 
@@ -87,7 +94,8 @@ def _typed(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
 
     def transform(parsed: DataFrame) -> DataFrame:
         activity = parse_date(F.col(dataset.activity_date))
-        upper_bound = F.coalesce(activity, F.current_date())
+        # a birth is after neither the activity nor today (least skips a null activity)
+        upper_bound = F.least(activity, today_in_england())
         nhs, dob, sex, postcode = (F.col(c) for c in dataset.identifiers)
         cleaned = {
             **{c: parse_date(F.col(c)) for c in dataset.dates},
@@ -137,8 +145,11 @@ def _judged(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
             F.when(F.col(f"raw_{c}").isNull(), _tagged(reasons.REQUIRED_MISSING, c)) for c in dataset.required
         ]
         activity_bad = F.when(invalid(dataset.activity_date), _tagged(reasons.DATE_BAD, dataset.activity_date))
+        activity_future = F.when(
+            F.col(dataset.activity_date) > today_in_england(), _tagged(reasons.DATE_FUTURE, dataset.activity_date)
+        )
         snomed = [F.col("snomed_reason")] if "SNOMED_CODE" in dataset.columns else []
-        quarantine = _codes(F.col("parse_problem"), *required_missing, activity_bad, *snomed)
+        quarantine = _codes(F.col("parse_problem"), *required_missing, activity_bad, activity_future, *snomed)
 
         # false, not null, when either date is missing or invalid: only two real dates are
         # out of order, and `~null` would drop a valid later date too

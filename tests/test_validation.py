@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from zoneinfo import ZoneInfo
+
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -10,7 +13,7 @@ from caredata_spark import reasons
 from caredata_spark.contract import DATASETS, Dataset
 from caredata_spark.validation import flag_foreign_provider, validate
 
-GP_PATIENTS, GP_EVENTS, HES_APC = DATASETS["gp_patients"], DATASETS["gp_events"], DATASETS["hes_apc"]
+GP_PATIENTS, GP_EVENTS, HES_APC, HES_OP = (DATASETS[d] for d in ("gp_patients", "gp_events", "hes_apc", "hes_op"))
 
 
 def parsed(spark: SparkSession, nhs_numbers: list[str | None]) -> DataFrame:
@@ -130,5 +133,31 @@ def test_a_later_date_is_kept_when_the_earlier_one_is_blank_or_invalid(spark: Sp
         [("E1", "2024-03-05", []), ("E2", "2024-03-05", []), ("E3", "2024-03-05", ["DATE_BAD:EPISTART"]),
          ("E4", None, ["DATES_OUT_OF_ORDER:EPIEND"])],
         "record_key string, EPIEND string, flags array<string>",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_a_future_activity_is_quarantined_and_a_birth_is_never_after_today(spark: SparkSession) -> None:
+    """An appointment in 2099 has not happened: quarantined (DATE_FUTURE), and it no longer
+    lifts the date of birth's upper bound past today. Today itself is not the future."""
+    today = dt.datetime.now(ZoneInfo("Europe/London")).date().isoformat()  # Spark's is no earlier
+    base = {"ATTENDKEY": "K1", "PROCODE": "RTH", "DOB": "1980-05-05", "APPTDATE": "2024-03-01"}
+    appointments = [
+        base,
+        {**base, "ATTENDKEY": "K2", "DOB": "2098-05-05", "APPTDATE": "2099-01-01"},
+        {**base, "ATTENDKEY": "K3", "DOB": "2098-05-05", "APPTDATE": "2024-02-30"},
+        {**base, "ATTENDKEY": "K4", "DOB": "2024-03-02"},
+        {**base, "ATTENDKEY": "K5", "APPTDATE": today},
+    ]
+    out = parsed_rows(spark, HES_OP, *appointments).transform(validate(HES_OP))
+    actual = out.select(
+        "record_key", F.col("dob").cast("string").alias("dob"), "quarantine_reasons",
+        F.filter("dq_flags", lambda f: f.startswith("DOB")).alias("dob_flags"),
+    )
+    expected = spark.createDataFrame(
+        [("K1", "1980-05-05", [], []), ("K2", None, ["DATE_FUTURE:APPTDATE"], ["DOB_OUT_OF_RANGE"]),
+         ("K3", None, ["DATE_BAD:APPTDATE"], ["DOB_OUT_OF_RANGE"]), ("K4", None, [], ["DOB_OUT_OF_RANGE"]),
+         ("K5", "1980-05-05", [], [])],
+        "record_key string, dob string, quarantine_reasons array<string>, dob_flags array<string>",
     )
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_row_order=True)
