@@ -64,7 +64,7 @@ def test_nhs_digits_strip_the_same_whitespace_as_the_rules(spark: SparkSession) 
     """A valid number separated by no-break spaces (spreadsheet exports) is valid and its
     typo-tolerant digits are its 10 digits, not 12 characters that no deletion hash can match."""
     nbsp = "\u00a0"
-    numbers = ["943 476 5919", f"943{nbsp}476{nbsp}5919", "4012345680", "9434765918", "943476591"]
+    numbers = ["943 476 5919", f"943{nbsp}476{nbsp}5919", "4012345680", "9434765918", "943476591", "9990000019"]
     out = parsed(spark, numbers).transform(validate(GP_PATIENTS)).select("record_key", "nhs_number", "nhs_digits")
     expected = spark.createDataFrame(
         [
@@ -73,6 +73,7 @@ def test_nhs_digits_strip_the_same_whitespace_as_the_rules(spark: SparkSession) 
             ("A81001/4", "4012345680", "4012345680"),  # check digit 0 (sum mod 11 = 0)
             ("A81001/5", None, "9434765918"),  # fails only the check digit: kept for typo hashes
             ("A81001/6", None, None),  # 9 digits: no usable digits at all
+            ("A81001/7", None, None),  # 999 test range, never issued: missing, even failing the check
         ],
         "record_key string, nhs_number string, nhs_digits string",
     )
