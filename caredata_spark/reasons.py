@@ -83,7 +83,7 @@ MEANINGS: Mapping[str, str] = {
     DATE_BAD: "an event or episode date is not a real YYYY-MM-DD date",
     DATE_FUTURE: "the record's activity date (event, registration, admission, appointment, arrival) is after today",
     DATES_OUT_OF_ORDER: "episode dates are out of order (e.g. admission after discharge)",
-    VALUE_NOT_NUMERIC: "an event value is present but not a number",
+    VALUE_NOT_NUMERIC: "an event value is present but not a plain decimal number (NaN, Infinity, 1d, 0x1p3, 1e400 are not)",
     DUPLICATE_KEY: "the record key repeats an earlier line of the same submission",
     PROVIDER_NOT_SUBMITTER: "the row's practice or provider code is not its file's submitter (nor, in HES, one of its sites)",
     TYPE1_OBJECTION: "patient has a type 1 objection in force: dropped at the door, only counted",

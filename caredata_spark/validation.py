@@ -31,6 +31,10 @@ from caredata_spark.identifiers import (
     sex_status,
 )
 
+# A plain decimal number: sign, digits, fraction, exponent. At most 20 integer digits and a
+# two-digit exponent keep it finite as a double (under 1e120).
+NUMBER_PATTERN = r"^[+-]?(?:[0-9]{1,20}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?$"
+
 # (earlier, later) pairs whose order is checked; the later date is dropped when out of order
 DATE_ORDER = {
     "hes_apc": (("ADMIDATE", "DISDATE"), ("EPISTART", "EPIEND"), ("ADMIDATE", "EPISTART")),
@@ -41,6 +45,16 @@ DATE_ORDER = {
 def _value(col: Column) -> Column:
     """The field without surrounding whitespace; null when blank (blank means missing)."""
     return F.nullif(reasons.stripped(col), F.lit(""))
+
+
+def parse_number(col: Column) -> Column:
+    """The value as a double when it is a plain decimal number, else null.
+
+    A bare double cast also reads NaN, Infinity, Java suffixes (`1d`), hexadecimal
+    (`0x1p3`) and overflows (`1e400` as infinity): none is a measurement. As in
+    `parse_date`, regexp_extract yields '' for anything else and try_cast makes it null.
+    """
+    return F.regexp_extract(reasons.stripped(col), NUMBER_PATTERN, 0).try_cast("double")
 
 
 def _tagged(code: str, column: str) -> Column:
@@ -100,7 +114,7 @@ def _typed(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
         cleaned = {
             **{c: parse_date(F.col(c)) for c in dataset.dates},
             **{c: clean(F.col(c)) for c, (clean, _) in _code_cleaners(dataset).items()},
-            **{c: F.col(c).try_cast("double") for c in dataset.numeric},
+            **{c: parse_number(F.col(c)) for c in dataset.numeric},
         }
         snomed = (
             {"SNOMED_CODE": clean_snomed_id(F.col("SNOMED_CODE")),

@@ -162,3 +162,20 @@ def test_a_future_activity_is_quarantined_and_a_birth_is_never_after_today(spark
         "record_key string, dob string, quarantine_reasons array<string>, dob_flags array<string>",
     )
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_value_is_a_plain_decimal_number(spark: SparkSession) -> None:
+    """VALUE takes sign, digits, a fraction and a short exponent; what a double cast also
+    reads (NaN, Infinity, Java's 1d and hex 0x1p3, 1e400 as infinity) is not numeric."""
+    numbers = {"5.1": 5.1, " 7 ": 7.0, "-3": -3.0, "+2.5": 2.5, ".5": 0.5, "5.": 5.0, "1e3": 1000.0,
+               "1.5E-2": 0.015, "1e99": 1e99, "": None, None: None}
+    not_numbers = ["NaN", "-Infinity", "Infinity", "1d", "2f", "0x1p3", "1e400", "1" + "0" * 21, "1,5",
+                   "12..3", "e5", ".", "-", "1e", "1 000"]
+    records = [{"PRACTICE_CODE": "A81001", "PATIENT_ID": "P1", "EVENT_DATE": "2024-03-01",
+                "SNOMED_CODE": "22298006", "VALUE": v} for v in [*numbers, *not_numbers]]
+    out = parsed_rows(spark, GP_EVENTS, *records).transform(validate(GP_EVENTS))
+    flagged = F.array_contains("dq_flags", "VALUE_NOT_NUMERIC:VALUE")
+    rows = out.select("line_number", "VALUE", flagged.alias("flagged")).collect()
+    actual = {r["line_number"]: (r["VALUE"], r["flagged"]) for r in rows}
+    expected = [(v, False) for v in numbers.values()] + [(None, True)] * len(not_numbers)
+    assert [actual[line] for line in range(2, 2 + len(records))] == expected
