@@ -82,19 +82,22 @@ def _fails_modulus_11(digits: Column) -> Column:
 
 
 def nhs_number_status(col: Column) -> Column:
-    """valid, missing, bad_format, bad_check, placeholder or test_range, in that precedence.
+    """valid, missing, bad_format, placeholder, test_range or bad_check, in that precedence.
 
-    Placeholders (one digit repeated) pass Modulus 11 by construction, and 9999999999 is
-    both a placeholder and in the test range: it is reported as a placeholder.
+    The test range comes before the check: it is never issued, so the reference treats it
+    as missing, and a 999 number failing the check must not be kept as a mistyped real one
+    (ingest keeps bad-check digits for typo-tolerant linkage). Placeholders (one digit
+    repeated) pass Modulus 11 by construction, and 9999999999 is both a placeholder and in
+    the test range: it is reported as a placeholder.
     """
     digits = nhs_digits(col)
     return classify(
         is_blank(digits),
         [
             (BAD_FORMAT, ~digits.rlike(NHS_NUMBER_PATTERN)),
-            (BAD_CHECK, _fails_modulus_11(digits)),
             (PLACEHOLDER, digits.rlike(SAME_DIGIT_PATTERN)),
             (TEST_RANGE, digits.startswith(NHS_TEST_PREFIX)),
+            (BAD_CHECK, _fails_modulus_11(digits)),
         ],
     )
 

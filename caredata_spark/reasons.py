@@ -51,6 +51,7 @@ SNOMED_BAD_CHECK = "SNOMED_BAD_CHECK"
 MALFORMED_ROW = "MALFORMED_ROW"
 REQUIRED_MISSING = "REQUIRED_MISSING"
 DATE_BAD = "DATE_BAD"
+DATE_FUTURE = "DATE_FUTURE"
 DATES_OUT_OF_ORDER = "DATES_OUT_OF_ORDER"
 VALUE_NOT_NUMERIC = "VALUE_NOT_NUMERIC"
 DUPLICATE_KEY = "DUPLICATE_KEY"
@@ -66,7 +67,7 @@ MEANINGS: Mapping[str, str] = {
     DOB_MISSING: "no date of birth (null or blank)",
     DOB_BAD_DATE: "date of birth is not a real YYYY-MM-DD date",
     DOB_PLACEHOLDER: "date of birth is a placeholder (1900-01-01, 1800-01-01): treated as missing",
-    DOB_OUT_OF_RANGE: "date of birth is before 1895-01-01 or after the end of the data year",
+    DOB_OUT_OF_RANGE: "date of birth is before 1895-01-01, or after the record's activity date or today",
     SEX_MISSING: "no sex code (null or blank)",
     SEX_BAD_CODE: "sex is not a person gender code (1, 2, 9, 0)",
     POSTCODE_MISSING: "no postcode (null or blank)",
@@ -80,8 +81,9 @@ MEANINGS: Mapping[str, str] = {
     MALFORMED_ROW: "the line could not be parsed into the dataset's columns",
     REQUIRED_MISSING: "a field the dataset requires is missing or unusable",
     DATE_BAD: "an event or episode date is not a real YYYY-MM-DD date",
+    DATE_FUTURE: "the record's activity date (event, registration, admission, appointment, arrival) is after today",
     DATES_OUT_OF_ORDER: "episode dates are out of order (e.g. admission after discharge)",
-    VALUE_NOT_NUMERIC: "an event value is present but not a number",
+    VALUE_NOT_NUMERIC: "an event value is present but not a plain decimal number (NaN, Infinity, 1d, 0x1p3, 1e400 are not)",
     DUPLICATE_KEY: "the record key repeats an earlier line of the same submission",
     PROVIDER_NOT_SUBMITTER: "the row's practice or provider code is not its file's submitter (nor, in HES, one of its sites)",
     TYPE1_OBJECTION: "patient has a type 1 objection in force: dropped at the door, only counted",

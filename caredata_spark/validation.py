@@ -31,6 +31,10 @@ from caredata_spark.identifiers import (
     sex_status,
 )
 
+# A plain decimal number: sign, digits, fraction, exponent. At most 20 integer digits and a
+# two-digit exponent keep it finite as a double (under 1e120).
+NUMBER_PATTERN = r"^[+-]?(?:[0-9]{1,20}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?$"
+
 # (earlier, later) pairs whose order is checked; the later date is dropped when out of order
 DATE_ORDER = {
     "hes_apc": (("ADMIDATE", "DISDATE"), ("EPISTART", "EPIEND"), ("ADMIDATE", "EPISTART")),
@@ -41,6 +45,16 @@ DATE_ORDER = {
 def _value(col: Column) -> Column:
     """The field without surrounding whitespace; null when blank (blank means missing)."""
     return F.nullif(reasons.stripped(col), F.lit(""))
+
+
+def parse_number(col: Column) -> Column:
+    """The value as a double when it is a plain decimal number, else null.
+
+    A bare double cast also reads NaN, Infinity, Java suffixes (`1d`), hexadecimal
+    (`0x1p3`) and overflows (`1e400` as infinity): none is a measurement. As in
+    `parse_date`, regexp_extract yields '' for anything else and try_cast makes it null.
+    """
+    return F.regexp_extract(reasons.stripped(col), NUMBER_PATTERN, 0).try_cast("double")
 
 
 def _tagged(code: str, column: str) -> Column:
@@ -59,9 +73,23 @@ def organisation_code(col: Column) -> Column:
     return F.upper(_value(col))
 
 
+def today_in_england() -> Column:
+    """Today's date in England, where the data is recorded. The session clock is UTC, and
+    an event recorded just after midnight in summer (BST) would look a day ahead of it.
+    A constant: Spark fixes the current time once per query."""
+    return F.convert_timezone(None, F.lit("Europe/London"), F.localtimestamp()).cast("date")
+
+
 def record_key(dataset: Dataset) -> Column:
+    """The contract's record key; null for a line with a parse problem.
+
+    Such a line's fields may be shifted (a GP line missing PATIENT_ID would key as
+    `A81001/<NHS number>`), and quarantine stores keys in clear; the raw line is kept
+    there, encrypted.
+    """
     parts = [organisation_code(F.col(c)) if c == dataset.provider else _value(F.col(c)) for c in dataset.key]
-    return parts[0] if len(parts) == 1 else F.concat_ws("/", *parts)
+    key = parts[0] if len(parts) == 1 else F.concat_ws("/", *parts)
+    return F.when(F.col("parse_problem").isNull(), key)
 
 
 def _code_cleaners(dataset: Dataset) -> dict[str, tuple[Callable[[Column], Column], str]]:
@@ -80,12 +108,13 @@ def _typed(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
 
     def transform(parsed: DataFrame) -> DataFrame:
         activity = parse_date(F.col(dataset.activity_date))
-        upper_bound = F.coalesce(activity, F.current_date())
+        # a birth is after neither the activity nor today (least skips a null activity)
+        upper_bound = F.least(activity, today_in_england())
         nhs, dob, sex, postcode = (F.col(c) for c in dataset.identifiers)
         cleaned = {
             **{c: parse_date(F.col(c)) for c in dataset.dates},
             **{c: clean(F.col(c)) for c, (clean, _) in _code_cleaners(dataset).items()},
-            **{c: F.col(c).try_cast("double") for c in dataset.numeric},
+            **{c: parse_number(F.col(c)) for c in dataset.numeric},
         }
         snomed = (
             {"SNOMED_CODE": clean_snomed_id(F.col("SNOMED_CODE")),
@@ -130,11 +159,17 @@ def _judged(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
             F.when(F.col(f"raw_{c}").isNull(), _tagged(reasons.REQUIRED_MISSING, c)) for c in dataset.required
         ]
         activity_bad = F.when(invalid(dataset.activity_date), _tagged(reasons.DATE_BAD, dataset.activity_date))
+        activity_future = F.when(
+            F.col(dataset.activity_date) > today_in_england(), _tagged(reasons.DATE_FUTURE, dataset.activity_date)
+        )
         snomed = [F.col("snomed_reason")] if "SNOMED_CODE" in dataset.columns else []
-        quarantine = _codes(F.col("parse_problem"), *required_missing, activity_bad, *snomed)
+        quarantine = _codes(F.col("parse_problem"), *required_missing, activity_bad, activity_future, *snomed)
 
+        # false, not null, when either date is missing or invalid: only two real dates are
+        # out of order, and `~null` would drop a valid later date too
         out_of_order = {
-            later: F.col(earlier) > F.col(later) for earlier, later in DATE_ORDER.get(dataset.name, ())
+            later: F.coalesce(F.col(earlier) > F.col(later), F.lit(False))
+            for earlier, later in DATE_ORDER.get(dataset.name, ())
         }
         flags = _codes(
             *[F.col(f"{field}_reason") for field in ("nhs", "dob", "sex", "postcode")],

@@ -93,7 +93,14 @@ def test_every_row_is_accounted_for(spark, delta_rs, keys, tmp_path) -> None:
 def test_no_clear_identifier_anywhere_in_the_warehouse(spark, delta_rs, keys, tmp_path) -> None:
     landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
     write(landing, "hes_ae", "RTH", "ae.csv", [AE_HEADER, *DIRTY_AE[:-1]])
+    write(landing, "gp_events", "A81001", "events.csv", [
+        "PRACTICE_CODE,PATIENT_ID,NHS_NUMBER,DOB,SEX,POSTCODE,EVENT_DATE,SNOMED_CODE,VALUE",
+        # PATIENT_ID missing: the NHS number sits where the key's patient id would be
+        f"A81001,{VALID_NHS},1980-05-04,1,LS1 4AB,2024-01-01,44054006,",
+    ])
     run(spark, delta_rs, keys, landing, warehouse)
+    malformed_gp = delta_rs.read(table_path(str(warehouse), QUARANTINE)).filter(F.col("dataset") == "gp_events")
+    assert [(r["reason"], r["record_key"]) for r in malformed_gp.collect()] == [("MALFORMED_ROW", None)]
     for path in warehouse.rglob("*"):
         if path.is_file():
             content = path.read_bytes()

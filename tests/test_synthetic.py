@@ -349,6 +349,8 @@ def test_configuration_errors_name_the_field() -> None:
         load_synth_settings({}, people=0)
     with pytest.raises(ConfigError, match=r"unknown field"):
         load_synth_settings({"population": {"householdsize": 3}})
+    with pytest.raises(ConfigError, match=r"end_date: 2999-03-31 is in the future"):
+        load_synth_settings({}, end_date="2999-03-31")  # its activity would be quarantined
 
 
 def test_shipped_codes_are_well_formed() -> None:

@@ -347,9 +347,14 @@ class SynthSettings:
         if self.format not in FORMATS:
             raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
         try:
-            dt.date.fromisoformat(self.end_date)
+            end = dt.date.fromisoformat(self.end_date)
         except ValueError:
             raise ConfigError(f"end_date: expected YYYY-MM-DD, got {self.end_date!r}") from None
+        if end > dt.date.today():
+            raise ConfigError(
+                f"end_date: {self.end_date} is in the future, and ingest quarantines activity dated "
+                "after today (DATE_FUTURE)"
+            )
         groups = len(self.activity.age_groups)
         for c in self.conditions:
             if len(c.prevalence) != groups:
