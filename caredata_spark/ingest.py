@@ -38,6 +38,7 @@ from caredata_spark.objections import (
     load_objection_codes,
     objection_events,
     objection_history,
+    only,
     type1_objectors,
     without,
 )
@@ -58,7 +59,7 @@ from caredata_spark.tables import (
     clinical,
     table_path,
 )
-from caredata_spark.validation import flag_duplicate_keys, flag_foreign_provider, validate
+from caredata_spark.validation import PARSED_KEY, flag_duplicate_keys, flag_foreign_provider, validate
 
 LOG = get_logger("ingest")
 LINKED_DATASETS = ("gp_patients", "hes_apc", "hes_op", "hes_ae")
@@ -284,12 +285,13 @@ def apply_objections(
     )
     history = objection_history(store, warehouse)
     objectors = type1_objectors(history.unionByName(new_events)).persist(StorageLevel.MEMORY_AND_DISK)
+    whose_line = F.coalesce(F.col("record_key"), F.col(PARSED_KEY))  # a malformed line's too
     kept, dropped = {}, {}
     for name, rows in validated.items():
         gp = name in GP_DATASETS
-        kept[name] = rows.transform(without(objectors)) if gp else rows
+        kept[name] = (rows.transform(without(objectors, matched_on=whose_line)) if gp else rows).drop(PARSED_KEY)
         dropped[name] = (
-            rows.join(objectors, on="record_key", how="left_semi").select("submission_id")
+            rows.transform(only(objectors, matched_on=whose_line)).select("submission_id")
             if gp
             else spark.createDataFrame([], "submission_id string")
         )

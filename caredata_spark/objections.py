@@ -116,17 +116,27 @@ def type1_objectors(events: DataFrame) -> DataFrame:
     )
 
 
-def without(objectors: DataFrame) -> Callable[[DataFrame], DataFrame]:
-    """Drop every row of the objectors' record keys.
+def _objector_match(objectors: DataFrame, matched_on: Column | None, how: str) -> Callable[[DataFrame], DataFrame]:
+    def transform(df: DataFrame) -> DataFrame:
+        keys = objectors.select(F.col("record_key").alias("_objector"))
+        key = F.col("record_key") if matched_on is None else matched_on
+        return df.join(keys, on=key == F.col("_objector"), how=how)
+
+    return transform
+
+
+def without(objectors: DataFrame, matched_on: Column | None = None) -> Callable[[DataFrame], DataFrame]:
+    """Drop every row of the objectors' record keys (`matched_on`, default `record_key`).
 
     Objectors are a few percent of the population, too many to broadcast safely at
     national scale: a shuffle anti-join (AQE may still broadcast a small run's set).
     """
+    return _objector_match(objectors, matched_on, "left_anti")
 
-    def transform(df: DataFrame) -> DataFrame:
-        return df.join(objectors, on="record_key", how="left_anti")
 
-    return transform
+def only(objectors: DataFrame, matched_on: Column | None = None) -> Callable[[DataFrame], DataFrame]:
+    """The rows `without` drops: a semi-join on the same key."""
+    return _objector_match(objectors, matched_on, "left_semi")
 
 
 def objection_history(store: DeltaStore, warehouse: str) -> DataFrame:

@@ -35,6 +35,8 @@ from caredata_spark.identifiers import (
 # two-digit exponent keep it finite as a double (under 1e120).
 NUMBER_PATTERN = r"^[+-]?(?:[0-9]{1,20}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?$"
 
+PARSED_KEY = "parsed_key"  # a malformed line's key, for the type 1 drop only (`keys`)
+
 # (earlier, later) pairs whose order is checked; the later date is dropped when out of order
 DATE_ORDER = {
     "hes_apc": (("ADMIDATE", "DISDATE"), ("EPISTART", "EPIEND"), ("ADMIDATE", "EPISTART")),
@@ -81,15 +83,21 @@ def today_in_england() -> Column:
 
 
 def record_key(dataset: Dataset) -> Column:
-    """The contract's record key; null for a line with a parse problem.
+    """The contract's record key as the line's fields give it."""
+    parts = [organisation_code(F.col(c)) if c == dataset.provider else _value(F.col(c)) for c in dataset.key]
+    return parts[0] if len(parts) == 1 else F.concat_ws("/", *parts)
+
+
+def keys(dataset: Dataset) -> list[Column]:
+    """`record_key`, null for a line with a parse problem, and `parsed_key`, that line's key.
 
     Such a line's fields may be shifted (a GP line missing PATIENT_ID would key as
-    `A81001/<NHS number>`), and quarantine stores keys in clear; the raw line is kept
-    there, encrypted.
+    `A81001/<NHS number>`), and quarantine stores keys in clear (the raw line is kept there,
+    encrypted). Its key as parsed is still the best guess of whose line it is, so ingest
+    matches it against type 1 objectors, then drops it: `PARSED_KEY` is never written.
     """
-    parts = [organisation_code(F.col(c)) if c == dataset.provider else _value(F.col(c)) for c in dataset.key]
-    key = parts[0] if len(parts) == 1 else F.concat_ws("/", *parts)
-    return F.when(F.col("parse_problem").isNull(), key)
+    key, trusted = record_key(dataset), F.col("parse_problem").isNull()
+    return [F.when(trusted, key).alias("record_key"), F.when(~trusted, key).alias(PARSED_KEY)]
 
 
 def _code_cleaners(dataset: Dataset) -> dict[str, tuple[Callable[[Column], Column], str]]:
@@ -128,7 +136,7 @@ def _typed(dataset: Dataset) -> Callable[[DataFrame], DataFrame]:
             "line_number",
             "line",
             "parse_problem",
-            record_key(dataset).alias("record_key"),
+            *keys(dataset),
             organisation_code(F.col(dataset.provider)).alias("provider"),
             *[_value(F.col(c)).alias(f"raw_{c}") for c in dict.fromkeys([*cleaned, *dataset.required])],
             *[v.alias(c) for c, v in cleaned.items()],

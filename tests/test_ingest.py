@@ -124,10 +124,11 @@ def test_type1_objector_is_dropped_before_anything_is_written(spark, delta_rs, k
         f"a81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2023-01-01,827241000000103,",
         f"A81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2023-02-01,38341003,abc",
         f"A81001,P1,{VALID_NHS},1980-05-04,1,LS1 4AB,2024-02-01,881561000000100,",
+        f"A81001,P2,{TYPE1_NHS},1990-03-01,2,LS2 7EE,2023-03-01",  # malformed, yet P2's: dropped
     ])
     result = run(spark, delta_rs, keys, landing, warehouse)
     dropped = sum(c["dropped"] for c in result.counts.values())
-    assert dropped == 4  # two registrations (one a duplicate) and two events of P2
+    assert dropped == 5  # two registrations (one a duplicate), two events and a malformed line of P2
     wh = str(warehouse)
     assert delta_rs.read(table_path(wh, clinical("gp_patients"))).select("record_key").collect() == [("A81001/P1",)]
     assert {r[0] for r in delta_rs.read(table_path(wh, clinical("gp_events"))).select("record_key").collect()} == {"A81001/P1"}
@@ -138,7 +139,8 @@ def test_type1_objector_is_dropped_before_anything_is_written(spark, delta_rs, k
     assert {(r["record_key"], r["objection_type"]) for r in events.collect()} == {("A81001/P2", 1), ("A81001/P1", 2)}
     assert events.filter(F.col("h_nhs").isNull()).count() == 0  # a type 2 objection must reach hospital records
     quality = delta_rs.read(table_path(wh, DATA_QUALITY))
-    assert quality.filter((F.col("kind") == "dropped")).agg(F.sum("rows")).first()[0] == 4
+    assert quality.filter((F.col("kind") == "dropped")).agg(F.sum("rows")).first()[0] == 5
+    assert delta_rs.read(table_path(wh, QUARANTINE)).count() == 0  # nothing of P2's kept, encrypted or not
 
     # a later extract of the objector is dropped too: the objection is remembered
     write(landing, "gp_patients", "A81001", "patients-feb.csv", [
