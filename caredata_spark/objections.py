@@ -47,6 +47,10 @@ class ObjectionCodes:
     type1: TypeCodes
     type2: TypeCodes
 
+    @property
+    def all(self) -> list[str]:
+        return [c for t in (self.type1, self.type2) for c in (*t.dissent, *t.withdrawn)]
+
 
 def load_objection_codes(path: str | Path | None = None) -> ObjectionCodes:
     source = Path(path) if path else DEFAULT_CODES
@@ -137,6 +141,12 @@ def without(objectors: DataFrame, matched_on: Column | None = None) -> Callable[
 def only(objectors: DataFrame, matched_on: Column | None = None) -> Callable[[DataFrame], DataFrame]:
     """The rows `without` drops: a semi-join on the same key."""
     return _objector_match(objectors, matched_on, "left_semi")
+
+
+def without_objection_codes(codes: ObjectionCodes) -> Callable[[DataFrame], DataFrame]:
+    """GP events other than objection codes: a recipient learns nothing clinical from one,
+    only that the patient once objected (a withdrawn objection included)."""
+    return lambda events: events.filter(~F.col("SNOMED_CODE").isin(*codes.all))
 
 
 def objection_history(store: DeltaStore, warehouse: str) -> DataFrame:

@@ -51,7 +51,13 @@ from caredata_spark.errors import CaredataError
 from caredata_spark.identity import identity_in_clear
 from caredata_spark.keyed_hash import KeyFrame, key_frame, with_key_material
 from caredata_spark.keys import KeyMaterialError, Role, TransportPublicKey, key_file, load_public_key
-from caredata_spark.objections import EVENTS_COLUMNS, in_force, objection_history
+from caredata_spark.objections import (
+    EVENTS_COLUMNS,
+    in_force,
+    load_objection_codes,
+    objection_history,
+    without_objection_codes,
+)
 from caredata_spark.observability import get_logger, stage
 from caredata_spark.pseudonymisation import PERSON, RECORD, agreement_key, pseudonyms
 from caredata_spark.risk import RiskReport, quasi_identifiers, risk_report
@@ -205,7 +211,8 @@ class Sources:
 def released_rows(
     table: DataFrame, dataset: Dataset, agreement: Agreement, sources: Sources
 ) -> DataFrame:
-    """One dataset's release: clinical rows of eligible records, pseudonymised, minimised.
+    """One dataset's release: clinical rows of eligible records, pseudonymised, minimised;
+    no objection code event (see `without_objection_codes`).
 
     Pseudonyms are computed on the link rows (one HMAC per record key) and carried to the
     rows by the join that finds each record's person: a shuffle of both on the record key.
@@ -216,6 +223,8 @@ def released_rows(
         .transform(pseudonyms(sources.pseudonym_key))
         .select("record_key", PERSON, RECORD)
     )
+    if "SNOMED_CODE" in table.columns:
+        table = table.transform(without_objection_codes(load_objection_codes()))
     rows = table.transform(not_of_objecting_numbers(sources.objectors)).join(links, on="record_key", how="inner")
     from_vault = [f for f in fields if f in VAULT_FIELDS]
     if from_vault:
