@@ -17,9 +17,9 @@ rows never reached the warehouse). Choices the tables depend on:
 - The warehouse holds age at each record's activity date, never a date of birth, so age
   on the reference date is approximated as that age plus the whole years elapsed since
   (at most one year out). Admissions use age at admission, as HES does.
-- Hospital tables cover the `period_months` months up to the reference date; the
+- Hospital tables cover the `period_months` whole months up to the reference date; the
   reference date defaults to the latest activity date in the warehouse, so a publication
-  describes the data it has.
+  describes the data it has, and is then taken back to a month's end (`whole_months_end`).
 """
 
 from __future__ import annotations
@@ -420,6 +420,17 @@ SOURCES: dict[str, Source] = {
 # --- the job ----------------------------------------------------------------------------
 
 
+def whole_months_end(day: dt.date) -> dt.date:
+    """`day` if it ends its month, else the last day of the month before.
+
+    A publication covers whole months: two publications made in one month are then one
+    table, and no difference between them isolates a few days' records (a rolling window
+    ending on any day would, as would registrations counted on any day).
+    """
+    following = day + dt.timedelta(days=1)
+    return day if following.day == 1 else day.replace(day=1) - dt.timedelta(days=1)
+
+
 def latest_activity(wh: Warehouse) -> dt.date:
     """The latest activity date in the clinical tables, ignoring dates in the future."""
     frames = [
@@ -555,7 +566,7 @@ def publish(
     """
     publication = publication or load_publication()
     wh = Warehouse(store, warehouse)
-    reference = reference or latest_activity(wh)
+    reference = whole_months_end(reference or latest_activity(wh))
     result = PublishResult(reference, Path(out), number=next_number(store, warehouse))
     entry = audit.AuditEntry(
         at=audit.now(), action=audit.PUBLICATION, outcome=audit.STARTED, requester=requester, flow="green",

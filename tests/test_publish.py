@@ -45,6 +45,7 @@ from caredata_spark.publish import (
     gp_registered,
     publish,
     require_all_published,
+    whole_months_end,
 )
 from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore, open_store
 from caredata_spark.submissions import LEDGER
@@ -466,6 +467,19 @@ def test_every_page_parses_and_its_links_resolve(published: Published) -> None:
             svg = text[text.index("<svg") : text.index("</svg>") + len("</svg>")]
             chart = ET.fromstring(svg)
             assert chart.tag == f"{SVG}svg" and chart.findall(f"{SVG}rect"), page.name
+
+
+@pytest.mark.parametrize(
+    ("day", "published_as_of"),
+    [
+        (dt.date(2025, 3, 31), dt.date(2025, 3, 31)),
+        (dt.date(2025, 4, 15), dt.date(2025, 3, 31)),
+        (dt.date(2024, 3, 1), dt.date(2024, 2, 29)),
+        (dt.date(2025, 1, 30), dt.date(2024, 12, 31)),
+    ],
+)
+def test_a_publication_covers_whole_months(day: dt.date, published_as_of: dt.date) -> None:
+    assert whole_months_end(day) == published_as_of
 
 
 def test_the_manifest_names_the_reference_date(published: Published) -> None:
