@@ -53,7 +53,10 @@ def linkage_messages() -> dict[str, Column]:
         "h_dob": F.date_format(dob, "yyyy-MM-dd"),
         "h_dob_swap": F.when(swappable, F.date_format(F.make_date(year, day, month), "yyyy-MM-dd")),
         "h_dob_ym": F.date_format(dob, "yyyy-MM"),
-        "h_dob_yd": F.concat_ws("-", year.cast("string"), F.lpad(day.cast("string"), 2, "0")),
+        # concat_ws skips nulls: without the `when`, every missing DOB hashed '' and agreed
+        "h_dob_yd": F.when(
+            dob.isNotNull(), F.concat_ws("-", year.cast("string"), F.lpad(day.cast("string"), 2, "0"))
+        ),
         "h_dob_md": F.date_format(dob, "MM-dd"),
         "h_postcode": _linkable_postcode(),
         "h_district": _district(),

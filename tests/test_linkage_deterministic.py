@@ -109,6 +109,26 @@ def test_twins_are_never_merged(spark: SparkSession) -> None:
     )
 
 
+def test_a_number_the_person_holds_in_another_identity_contradicts(spark: SparkSession) -> None:
+    """Steps 6/7 judge the NHS number per person: twin A's registration lacks a number in one
+    extract and holds hers in another; twin B's record (her own number, the same DOB, sex
+    and postcode) must not link to A through the identity without a number."""
+    index = reference(spark, {"twin_a": [TWIN_1.but(nhs=None), TWIN_1]})
+    records = {"twin_b": TWIN_2, "twin_a_without_nhs": TWIN_1.but(nhs=None), "twin_a": TWIN_1}
+
+    actual = link_deterministic(signatures(spark, records), index)
+
+    assert_df_equality(
+        actual,
+        expected(
+            spark,
+            [("twin_b", None, None, None), ("twin_a_without_nhs", "twin_a", "det_6", None), ("twin_a", "twin_a", "det_1", None)],
+        ),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+
+
 def test_rules_distrust_1_january_communal_addresses_and_contradicting_nhs(spark: SparkSession) -> None:
     records = {
         "jan1_without_nhs": JAN1.but(nhs=None),  # steps 6/7 distrust 1 January: no candidate at all

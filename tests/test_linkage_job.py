@@ -386,3 +386,79 @@ def test_a_registration_without_nhs_number_adopts_the_number_its_hospital_record
     assert summary["new_persons"] == {"gp": 1.0, "hes": 1.0}
     persons = store.read(table_path(str(tmp_path), PERSONS))
     assert persons.filter(F.col("person_id") == carol).count() == 3  # her registration and both records
+
+
+# three pairs of twins: each pair shares DOB, sex and postcode, not the NHS number
+TOGETHER = (TWIN_1, TWIN_2)  # both twins' hospital records arrive in one run
+EXTRACTS = (TWIN_1.but(nhs="1000000001", postcode="M3 3CC"), TWIN_1.but(nhs="1000000002", postcode="M3 3CC"))
+LATER = (TWIN_1.but(nhs="2000000001", postcode="M5 5EE"), TWIN_1.but(nhs="2000000002", postcode="M5 5EE"))
+TWINS_RUN_1 = {
+    "gp_patients": [
+        ("A81001/1", "A81001", TOGETHER[0].but(nhs=None)),  # twin A registered without her number
+        ("A81001/2", "A81001", EXTRACTS[0].but(nhs=None)),  # this extract lacks it, the earlier one has it
+        ("A81001/3", "A81001", LATER[0].but(nhs=None)),
+    ],
+    "hes_apc": [
+        ("T1A", "RTH", TOGETHER[0]),
+        ("T1B", "RTH", TOGETHER[1]),
+        ("T2B", "RTH", EXTRACTS[1]),
+        ("T3A", "RTH", LATER[0]),  # the registration adopts her number
+    ],
+}
+TWINS_RUN_2 = {
+    "gp_patients": [("C83001/7", "C83001", TOGETHER[1].but(postcode="M2 2BB"))],  # twin B registers
+    "hes_apc": [("T3B", "RTH", LATER[1])],
+}
+
+
+@pytest.fixture(scope="module")
+def twins(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
+    """The link map after two runs over the three pairs of twins."""
+    warehouse = tmp_path_factory.mktemp("twins")
+    store = open_store(spark)
+    land(store, warehouse, "gp_patients", clinical_rows(spark, [("A81001/2", "A81001", EXTRACTS[0])], "m0-gp"))
+    _land_all(spark, store, warehouse, TWINS_RUN_1, "m1")
+    link(spark, store, str(warehouse), LinkageSettings())
+    _land_all(spark, store, warehouse, TWINS_RUN_2, "m2")
+    link(spark, store, str(warehouse), LinkageSettings())
+    return _rows(store, warehouse, LINK_MAP)
+
+
+def _of(link_map: list[tuple], *keys: str) -> list[tuple]:
+    return [row for row in link_map if row[1] in keys]
+
+
+def test_a_registration_both_twins_records_match_adopts_neither_number(twins: list[tuple]) -> None:
+    """Twin A's registration lacks her number; both twins' records match it on DOB, sex and
+    postcode. A person adopting two numbers would name two people: each number founds its own."""
+    assert _of(twins, "A81001/1", "T1A", "T1B") == sorted([
+        ("gp", "A81001/1", gp_record_person("A81001/1"), "gp_registration", 1),
+        ("hes_apc", "T1A", nhs_person(TOGETHER[0]), "hes_cluster", 1),
+        ("hes_apc", "T1B", nhs_person(TOGETHER[1]), "hes_cluster", 1),
+    ])
+
+
+def test_a_person_holding_a_number_in_any_identity_adopts_no_other(twins: list[tuple]) -> None:
+    """Twin A's registration carries her number in one extract only: twin B's record matches
+    the extract without it, yet A holds a number, so B's number founds B."""
+    assert _of(twins, "A81001/2", "T2B") == sorted([
+        ("gp", "A81001/2", nhs_person(EXTRACTS[0]), "gp_registration", 1),
+        ("hes_apc", "T2B", nhs_person(EXTRACTS[1]), "hes_cluster", 1),
+    ])
+
+
+def test_a_number_adopted_in_an_earlier_run_bars_another(twins: list[tuple]) -> None:
+    """Run 1: twin A's registration adopts her number. Run 2: twin B's record matches the
+    registration, which now holds A's number: B founds her own person."""
+    assert _of(twins, "A81001/3", "T3A", "T3B") == sorted([
+        ("gp", "A81001/3", gp_record_person("A81001/3"), "gp_registration", 1),
+        ("hes_apc", "T3A", gp_record_person("A81001/3"), "nhs_group", 1),
+        ("hes_apc", "T3B", nhs_person(LATER[1]), "hes_cluster", 2),
+    ])
+
+
+def test_a_twin_registering_later_joins_her_own_number_not_her_twin(twins: list[tuple]) -> None:
+    """GP registrations join the person owning their number: had twin A's registration
+    adopted B's number, B's own registration would have joined A."""
+    assert _of(twins, "C83001/7") == [("gp", "C83001/7", nhs_person(TOGETHER[1]), "gp_registration", 2)]
+    assert len({row[2] for row in twins}) == 7  # 3 registrations of twins A, 4 numbers founded

@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from linkage_data import ALICE, clinical_rows, land, signatures
+from linkage_data import ALICE, BOB, clinical_rows, h, land, reference, signatures
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
+from caredata_spark.linkage.deterministic import link_deterministic
 from caredata_spark.linkage.records import (
+    DOB_PARTS,
     IDENTITY_COLUMNS,
     INPUT_COLUMNS,
     read_records,
@@ -67,3 +70,23 @@ def test_signature_is_equal_exactly_when_all_hashes_are(spark: SparkSession) -> 
     assert digests["alice"] == digests["alice_again"]
     assert len({digests["alice"], digests["no_postcode"], digests["other_district"]}) == 3
     assert {len(d) for d in digests.values()} == {16}
+
+
+def test_a_missing_dob_has_no_dob_parts_even_where_ingest_once_hashed_one(spark: SparkSession, tmp_path: Path) -> None:
+    """Ingest used to hash '' as `h_dob_yd` of every record without a DOB: two missing DOBs
+    were a partial DOB agreement, and the same NHS number linked by det_3/det_4. Read back,
+    a DOB part without a DOB is null, so such records link by what they do share (det_5,
+    det_8), even against a person whose index identity still holds the stale hash."""
+    stale = F.lit(h("yd", ""))  # the hash every missing DOB got
+    no_dob = BOB.but(dob=None)
+    store = open_store(spark)
+    rows = clinical_rows(spark, [("E1", "RTH", no_dob), ("E2", "RTH", no_dob.but(postcode="LS9 9ZZ"))], "s1")
+    land(store, tmp_path, "hes_apc", rows.withColumn("h_dob_yd", stale))
+    person = reference(spark, {"bob": [no_dob]}).withColumn("h_dob_yd", stale)
+
+    records, _ = read_records(store, str(tmp_path), since={})
+    keyed = records.select(F.col("record_key").cast("binary").alias("signature"), *IDENTITY_COLUMNS)
+    linked = {bytes(r.signature).decode(): r.match_step for r in link_deterministic(keyed, person).collect()}
+
+    assert [r[c] for r in records.collect() for c in DOB_PARTS] == [None] * 2 * len(DOB_PARTS)
+    assert linked == {"E1": "det_5", "E2": "det_8"}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from chispa import assert_df_equality
-from linkage_data import ALICE, BOB, JAN1, PERSONS, TWIN_1, Ids, reference, signatures
+from linkage_data import ALICE, BOB, JAN1, PERSONS, TWIN_1, TWIN_2, Ids, reference, signatures
 from pyspark.sql import DataFrame, SparkSession
 
 from caredata_spark.config import ConfigError
@@ -123,6 +123,17 @@ def test_comparison_levels_on_hashes(spark: SparkSession, broadcast_records: boo
         ignore_row_order=True,
         ignore_nullable=True,
     )
+
+
+def test_a_person_holding_another_number_is_never_scored(spark: SparkSession) -> None:
+    """`decide` keeps a person's best identity: twin A's identity without a number must not
+    carry twin B's record (her own number) to A, as A holds another number elsewhere."""
+    index = reference(spark, {"twin_a": [TWIN_1.but(nhs=None, postcode="M1 7XX"), TWIN_1]})
+    records = {"twin_b_moved": TWIN_2.but(postcode="M1 7XX"), "twin_a_moved": TWIN_1.but(nhs=None, postcode="M1 7XX")}
+
+    pairs = scored_pairs(signatures(spark, records), index)
+
+    assert sorted({(bytes(r.signature).decode(), r.person_id) for r in pairs.collect()}) == [("twin_a_moved", "twin_a")]
 
 
 def test_decision_needs_threshold_and_a_clear_winner(spark: SparkSession) -> None:

@@ -12,6 +12,13 @@ is the link. This gives exactly the stepwise result, because a step's outcome fo
 depends only on the persons satisfying it, and costs one shuffle join + one aggregation.
 Every step requires one of the two blocking keys (asserted in the tests), so no pair a step
 could accept is missed.
+
+"The NHS number does not contradict" (steps 6/7) is a question about the person, not about
+the one identity a pair holds: a person with an identity without a number (a GP extract, an
+old registration) may hold another number elsewhere in the index, and a record carrying a
+valid number that is not among the person's is someone else (a twin). So each pair is
+checked against every valid number its person holds (`person_numbers`, one row per
+numbered person), joined on the pairs once they are narrowed to their step flags.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ CRITERIA: dict[str, Callable[[], Column]] = {
     "partial_dob": lambda: (
         agree("h_dob_ym") | agree("h_dob_yd") | agree("h_dob_md") | _dob_swapped()
     ),
+    # per identity here (cheap, before the join); per person in `link_deterministic`
     "nhs_not_contradicted": lambda: (
         F.col(RECORD + "h_nhs").isNull()
         | F.col(REFERENCE + "h_nhs").isNull()
@@ -76,23 +84,64 @@ STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+PERSON_NUMBERS = "person_nhs"
+
+
 def step_condition(criteria: tuple[str, ...]) -> Column:
     return reduce(operator.and_, [CRITERIA[name]() for name in criteria])
 
 
-def link_deterministic(records: DataFrame, reference: DataFrame, broadcast_records: bool = False) -> DataFrame:
+def person_numbers(reference: DataFrame) -> DataFrame:
+    """(person_id, person_nhs): every valid NHS number hash each person holds, in any of its
+    identities; persons holding none have no row. Per person, so it is joined, never
+    broadcast: it grows with the population."""
+    return (
+        reference.filter(F.col("h_nhs").isNotNull())
+        .groupBy("person_id")
+        .agg(F.collect_set("h_nhs").alias(PERSON_NUMBERS))
+    )
+
+
+def person_contradicts() -> Column:
+    """On a pair carrying the record's `l_h_nhs` and its person's `person_nhs`: the record's
+    valid number is not among those the person holds, so they are two people."""
+    record = F.col(RECORD + "h_nhs")
+    return record.isNotNull() & F.coalesce(~F.array_contains(F.col(PERSON_NUMBERS), record), F.lit(False))
+
+
+def with_person_numbers(pairs: DataFrame, numbers: DataFrame) -> DataFrame:
+    """Pairs with their person's numbers (null for a person holding none)."""
+    return pairs.join(numbers, on="person_id", how="left")
+
+
+def link_deterministic(
+    records: DataFrame,
+    reference: DataFrame,
+    broadcast_records: bool = False,
+    numbers: DataFrame | None = None,
+) -> DataFrame:
     """Per record signature with any candidate: the step and person that link it, if any.
 
     `records`: signature + identity hashes; `reference`: the person index (person_id,
     signature + identity hashes), possibly several identities per person. Result columns:
     signature, person_id (null when no step linked), match_step, ambiguous_step (the first
     step, before the linking one, that two or more persons satisfied). `broadcast_records`:
-    as in `blocking.candidate_pairs`, for a record side known to be small.
+    as in `blocking.candidate_pairs`, for a record side known to be small. `numbers`:
+    `person_numbers(reference)`, when the caller has it already.
     """
+    numbers = person_numbers(reference) if numbers is None else numbers
     pairs = candidate_pairs(records, reference, BLOCKING_RULES, broadcast_records)
-    persons_per_step = pairs.groupBy("signature").agg(
+    # narrowed to the step flags before the join on the person: no identity columns shuffled
+    flags = pairs.select(
+        "signature",
+        "person_id",
+        RECORD + "h_nhs",
+        *[step_condition(criteria).alias(name) for name, criteria in STEPS],
+    )
+    checked = with_person_numbers(flags, numbers)
+    persons_per_step = checked.groupBy("signature").agg(
         *[
-            F.collect_set(F.when(step_condition(criteria), F.col("person_id"))).alias(name)
+            F.collect_set(F.when(_per_person(name, criteria), F.col("person_id"))).alias(name)
             for name, criteria in STEPS
         ]
     )
@@ -105,6 +154,13 @@ def link_deterministic(records: DataFrame, reference: DataFrame, broadcast_recor
         linked_by.alias("match_step"),
         _first_ambiguous_step(unique).alias("ambiguous_step"),
     )
+
+
+def _per_person(step: str, criteria: tuple[str, ...]) -> Column:
+    """A checked pair satisfies `step`: its flag, and no contradiction by the person's numbers."""
+    if "nhs_not_contradicted" in criteria:
+        return F.col(step) & ~person_contradicts()
+    return F.col(step)
 
 
 def _first_ambiguous_step(unique: dict[str, Column]) -> Column:

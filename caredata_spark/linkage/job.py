@@ -37,7 +37,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from caredata_spark.linkage import report as reporting
-from caredata_spark.linkage.deterministic import KEYS_PER_SIGNATURE as RULE_KEYS, link_deterministic
+from caredata_spark.linkage.deterministic import KEYS_PER_SIGNATURE as RULE_KEYS, link_deterministic, person_numbers
 from caredata_spark.linkage.persons import (
     GP_REGISTRATION,
     PERSON_COLUMNS,
@@ -243,11 +243,12 @@ def link(
         )
 
     with stage(logger, "deterministic_steps", run=state.run):
-        deterministic = materialised(link_deterministic(to_link, reference))
+        numbers = materialised(person_numbers(reference))  # both steps check persons' numbers
+        deterministic = materialised(link_deterministic(to_link, reference, numbers=numbers))
     with stage(logger, "scored_step", run=state.run) as metrics:
         known = deterministic.filter(F.col("person_id").isNotNull()).select("signature", "person_id")
         earlier_fit = reporting.fitted_parameters(state.report)
-        scored, fit = link_scored(to_link, known, reference, settings, state.run, earlier_fit)
+        scored, fit = link_scored(to_link, known, reference, settings, state.run, earlier_fit, numbers)
         by_signature = signature_outcomes(
             founders.select("signature", "person_id", "match_step"),
             deterministic,

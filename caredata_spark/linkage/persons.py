@@ -8,7 +8,10 @@
   are then linked to persons by the steps, like any other.
 - Unless that number's records link deterministically to exactly one person (a GP
   registration whose own NHS number was missing or mistyped): then that person adopts the
-  number and all its records (`nhs_group`), instead of a second, hospital-only person.
+  number and all its records (`nhs_group`), instead of a second, hospital-only person. A
+  person who holds a number (in any identity, from any run) never adopts another, and a
+  person whom the records of two numbers match adopts neither: twins with the same DOB,
+  sex and postcode stay two people.
 - Ids are derived, not drawn: sha256 of the person's NHS number hash (already an HMAC under
   the linkage key) or of the founding GP record key. The same input gives the same ids on
   a re-run or a retried task (a random id would not), ids are made in parallel without a
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from caredata_spark.linkage.deterministic import link_deterministic
+from caredata_spark.linkage.deterministic import link_deterministic, person_numbers
 from caredata_spark.linkage.records import GP, IDENTITY_COLUMNS
 
 GP_REGISTRATION = "gp_registration"
@@ -132,25 +135,38 @@ def found_hes_persons(signatures: DataFrame, owners: DataFrame) -> DataFrame:
 
 def adopted_numbers(founders: DataFrame, reference: DataFrame, broadcast_founders: bool = False) -> DataFrame:
     """(h_nhs, adopter): unowned NHS numbers whose founding signatures link deterministically
-    to exactly one person of `reference` (the index without the founders).
+    to exactly one person of `reference` (the whole index without the founders), who is
+    linked by no other unowned number and holds none.
 
-    Only the sex, DOB and postcode steps can match here (no person owns the number), and a
-    person holding another NHS number contradicts it, so the adopter is a person without
-    one: typically a GP registration whose number was missing or mistyped. Founders are a
-    few per cent of hospital signatures: within the broadcast limit (`broadcast_founders`)
-    they are broadcast and the index streams past them, otherwise the steps' join is a
-    shuffle like any other.
+    Only the sex, DOB and postcode steps can match here (no person owns the number), and
+    they judge "the NHS number does not contradict" per person, so the adopter is a person
+    without one: typically a GP registration whose number was missing or mistyped. That a
+    numbered person never adopts is also checked here, against every number the index
+    holds, because a person id naming two people is the one error linkage must not make.
+    Two numbers matching one person are two people who look alike (twins): neither is
+    adopted. Founders are a few per cent of hospital signatures: within the broadcast
+    limit (`broadcast_founders`) they are broadcast and the index streams past them,
+    otherwise the steps' join is a shuffle like any other.
     """
+    numbers = person_numbers(reference)
     links = link_deterministic(
-        founders.select("signature", *IDENTITY_COLUMNS), reference, broadcast_records=broadcast_founders
+        founders.select("signature", *IDENTITY_COLUMNS), reference, broadcast_founders, numbers
     ).filter(F.col("person_id").isNotNull())
+    matches = founders.select("signature", "h_nhs").join(
+        links.select("signature", "person_id"), on="signature", how="inner"
+    )
+    one_number = (
+        matches.groupBy("person_id")
+        .agg(F.count_distinct("h_nhs").alias("numbers"))
+        .filter(F.col("numbers") == 1)
+    )
     return (
-        founders.select("signature", "h_nhs")
-        .join(links.select("signature", "person_id"), on="signature", how="inner")
-        .groupBy("h_nhs")
-        .agg(F.countDistinct("person_id").alias("persons"), F.min("person_id").alias("adopter"))
+        matches.groupBy("h_nhs")
+        .agg(F.count_distinct("person_id").alias("persons"), F.min("person_id").alias("person_id"))
         .filter(F.col("persons") == 1)
-        .select("h_nhs", "adopter")
+        .join(one_number.select("person_id"), on="person_id", how="left_semi")
+        .join(numbers.select("person_id"), on="person_id", how="left_anti")
+        .select("h_nhs", F.col("person_id").alias("adopter"))
     )
 
 

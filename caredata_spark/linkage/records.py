@@ -39,6 +39,7 @@ IDENTITY_COLUMNS = (
     "h_district",
     "communal",
 )
+DOB_PARTS = ("h_dob_swap", "h_dob_ym", "h_dob_yd", "h_dob_md")  # meaningless without h_dob
 KEY_COLUMNS = ("record_key", "provider", "submission_id")
 INPUT_COLUMNS = (*KEY_COLUMNS, *IDENTITY_COLUMNS)
 SIGNATURE_BYTES = 16  # 128 bits: no collision among billions of signatures
@@ -63,12 +64,21 @@ def read_records(
             continue
         versions[source] = version
         rows = store.read_added(path, since.get(source), version)
-        frames.append(rows.select(F.lit(source).alias("source"), *INPUT_COLUMNS))
+        frames.append(rows.select(F.lit(source).alias("source"), *[_as_linked(c) for c in INPUT_COLUMNS]))
     if not frames:
         raise UsageError(
             f"no clinical tables under {warehouse}: run `caredata ingest` before `caredata link`"
         )
     return reduce(DataFrame.unionByName, frames), versions
+
+
+def _as_linked(column: str) -> Column:
+    """A column as linkage compares it: a DOB part only beside a DOB. Ingest once hashed ''
+    as `h_dob_yd` of every record without a DOB, so two missing DOBs agreed partially (steps
+    3/4, the scored step's blocking); tables ingested before the fix still hold that hash."""
+    if column in DOB_PARTS:
+        return F.when(F.col("h_dob").isNotNull(), F.col(column)).alias(column)
+    return F.col(column)
 
 
 def signature() -> Column:

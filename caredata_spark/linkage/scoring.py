@@ -23,7 +23,9 @@ wrong, a stale postcode) while staying on hashes.
   the next run.
 - Two valid NHS numbers that differ are never scored as one person: a Modulus 11 number
   cannot become another valid number by one typo, so such a pair is two people (twins
-  with the same DOB, sex and postcode are exactly this case).
+  with the same DOB, sex and postcode are exactly this case). This is judged per person,
+  against every number the person holds: a person whose best identity lacks a number
+  but who holds another one elsewhere is still someone else.
 - Decision: match weight = log2 prior odds + sum of log2(m/u) per identifier. A record is
   linked to its best person when the weight reaches the threshold and beats the runner-up
   by the same margin; otherwise it stays unlinked (ambiguous when several qualify).
@@ -40,7 +42,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from caredata_spark.linkage.blocking import RECORD, REFERENCE, BlockingRule, candidate_pairs, keys_per_record
-from caredata_spark.linkage.deterministic import agree
+from caredata_spark.linkage.deterministic import agree, person_contradicts, person_numbers, with_person_numbers
 from caredata_spark.linkage.records import IDENTITY_COLUMNS
 from caredata_spark.linkage.settings import LinkageSettings
 
@@ -139,11 +141,25 @@ def compared(pairs: DataFrame) -> DataFrame:
     )
 
 
-def scored_pairs(records: DataFrame, reference: DataFrame, broadcast_records: bool = False) -> DataFrame:
-    """Candidate pairs of the scored step, compared; pairs of two different NHS numbers dropped."""
+def scored_pairs(
+    records: DataFrame,
+    reference: DataFrame,
+    broadcast_records: bool = False,
+    numbers: DataFrame | None = None,
+) -> DataFrame:
+    """Candidate pairs of the scored step, compared; pairs of a record and a person holding
+    different valid NHS numbers dropped: first per identity (before the join), then against
+    all the person's numbers (`numbers`: `person_numbers(reference)`, if the caller has it),
+    so `decide`, which keeps a person's best identity, never sees a contradicted person."""
+    numbers = person_numbers(reference) if numbers is None else numbers
     pairs = candidate_pairs(records, reference, BLOCKING_RULES, broadcast_records)
-    return compared(pairs.filter(~_nhs_contradicted())).select(
-        "signature", "person_id", "blocking_rule", *LEVEL_COLUMNS
+    levels = compared(pairs.filter(~_nhs_contradicted())).select(
+        "signature", "person_id", "blocking_rule", RECORD + "h_nhs", *LEVEL_COLUMNS
+    )
+    return (
+        with_person_numbers(levels, numbers)
+        .filter(~person_contradicts())
+        .select("signature", "person_id", "blocking_rule", *LEVEL_COLUMNS)
     )
 
 
@@ -454,14 +470,15 @@ def link_scored(
     settings: LinkageSettings,
     run: int = 1,
     earlier: FittedParameters | None = None,
+    numbers: DataFrame | None = None,
 ) -> tuple[DataFrame, ScoredFit]:
     """Train on (a sample of) all signatures to link, then score the residue against persons.
 
     `known`: the signatures the rules linked, with their person; the rest is the residue.
     Training uses every signature, not only the residue: the rules' easy links are where
     most matches are, and m describes matches. `earlier`: the latest m and u an earlier run
-    estimated, reused instead of training when `FittedParameters.reusable`. Returns, per
-    residue signature with candidates, the `decide` columns.
+    estimated, reused instead of training when `FittedParameters.reusable`. `numbers`: as
+    in `scored_pairs`. Returns, per residue signature with candidates, the `decide` columns.
     """
     signatures = to_link.count()
     if not signatures:
@@ -478,7 +495,7 @@ def link_scored(
     # (cheap scans of materialised frames) instead of running the anti-join twice
     residue_signatures = signatures - known.count()
     small = settings.broadcasts(residue_signatures * KEYS_PER_SIGNATURE)
-    weighted = scored_pairs(residue, reference, broadcast_records=small).withColumn(
+    weighted = scored_pairs(residue, reference, broadcast_records=small, numbers=numbers).withColumn(
         "match_weight", fit.model.weight_column()
     )
     return weighted.transform(decide(settings.min_weight)), fit
