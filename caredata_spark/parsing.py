@@ -9,6 +9,7 @@ with its raw bytes.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -25,9 +26,18 @@ def _text(line: Column) -> Column:
     return line.cast("string")
 
 
-def header_columns(line: str) -> list[str]:
-    """Column names of a header line (BOM, quotes and surrounding spaces removed)."""
-    return [name.strip().strip('"').strip() for name in line.lstrip(BOM).split(",")]
+def header_columns(line: str) -> list[str] | None:
+    """Column names of a header line (BOM, quotes and surrounding spaces removed), or None
+    if Python's csv cannot read it (a name over its 128 KiB field limit).
+
+    Read with RFC 4180 quoting like the rows, so a quoted name holding a comma is one name
+    and rows are not all a field too short. One line per file, on the driver: Python's csv.
+    """
+    try:
+        names = next(csv.reader([line.lstrip(BOM)]), [])
+    except csv.Error:
+        return None
+    return [name.strip().strip('"').strip() for name in names]
 
 
 def missing_columns(header: Sequence[str], dataset: Dataset) -> list[str]:
