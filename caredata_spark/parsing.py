@@ -2,13 +2,13 @@
 
 Each file's header (line 1) says where its columns are, so column order may differ between
 files and extra columns are ignored. Lines are parsed by Spark's CSV parser (`from_csv`,
-RFC 4180 quoting, empty field = missing); a line whose field count differs from its
-header's, or whose quotes do not balance, is marked MALFORMED_ROW and later quarantined
-with its raw bytes.
+RFC 4180 quoting, empty field = missing); a line that is not exactly as many RFC 4180
+fields as its header names is marked MALFORMED_ROW and later quarantined with its raw bytes.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -25,9 +25,18 @@ def _text(line: Column) -> Column:
     return line.cast("string")
 
 
-def header_columns(line: str) -> list[str]:
-    """Column names of a header line (BOM, quotes and surrounding spaces removed)."""
-    return [name.strip().strip('"').strip() for name in line.lstrip(BOM).split(",")]
+def header_columns(line: str) -> list[str] | None:
+    """Column names of a header line (BOM, quotes and surrounding spaces removed), or None
+    if Python's csv cannot read it (a name over its 128 KiB field limit).
+
+    Read with RFC 4180 quoting like the rows, so a quoted name holding a comma is one name
+    and rows are not all a field too short. One line per file, on the driver: Python's csv.
+    """
+    try:
+        names = next(csv.reader([line.lstrip(BOM)]), [])
+    except csv.Error:
+        return None
+    return [name.strip().strip('"').strip() for name in names]
 
 
 def missing_columns(header: Sequence[str], dataset: Dataset) -> list[str]:
@@ -52,27 +61,33 @@ def parquet_rows(spark: SparkSession, submission_id: str, path: str, dataset: Da
     )
 
 
-def _quoted_field_count(text: Column) -> Column:
-    """Fields on a CSV line: commas outside quoted sections, plus one."""
-    unquoted = F.regexp_replace(text, '"([^"]|"")*"', "")
-    return F.length(unquoted) - F.length(F.regexp_replace(unquoted, ",", "")) + 1
+# An RFC 4180 field: quoted, with any quote inside doubled, or plain, with no quote or comma.
+# A quoted field may not hold NUL either: from_csv drops it there (tests/test_parsing.py).
+# Possessive quantifiers never backtrack, and the JVM's regex engine then takes no stack per
+# character, so a long quoted field cannot overflow it (the former `"([^"]|"")*"` took the
+# Spark context down on a 1 MB quoted field).
+_QUOTED_FIELD = r'"[^"\x00]*+(?:""[^"\x00]*+)*+"'
+_FIELD = f'(?:{_QUOTED_FIELD}|[^",]*+)'
 
 
-def _quotes_balanced(text: Column) -> Column:
-    quotes = F.length(text) - F.length(F.regexp_replace(text, '"', ""))
-    return quotes % 2 == 0
+def _rfc4180_record(width: int) -> str:
+    """A regular expression matching a line of exactly `width` RFC 4180 fields."""
+    return rf"\A{_FIELD}(?:,{_FIELD}){{{width - 1}}}\z"
 
 
 def malformed(text: Column, width: int) -> Column:
-    """A line whose field count is not `width`, whose quotes do not balance, or blank.
+    """A line that is not `width` RFC 4180 fields, or is blank.
 
-    Almost no line has a quote, so a line without one is split on commas: about 4x cheaper
-    than the regular expressions a quoted line needs (CASE WHEN evaluates one branch only).
+    from_csv opens a quoted section only at a field's start and keeps any other quote as
+    data, so a check counting commas outside any pair of quotes passed lines it then read
+    into shifted columns; a line with a quote must now be `width` RFC 4180 fields, which
+    from_csv reads as RFC 4180 does. Almost no line has a quote, so a line without one is
+    split on commas: cheaper than the regular expression (CASE WHEN evaluates one branch).
     """
     has_quote = F.instr(text, '"') > 0
-    wrong_shape = F.when(
-        has_quote, (_quoted_field_count(text) != width) | ~_quotes_balanced(text)
-    ).otherwise(F.size(F.split(text, ",")) != width)
+    wrong_shape = F.when(has_quote, ~text.rlike(_rfc4180_record(width))).otherwise(
+        F.size(F.split(text, ",")) != width
+    )
     return wrong_shape | (F.trim(text) == "")
 
 
