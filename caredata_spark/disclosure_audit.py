@@ -196,6 +196,13 @@ class Solver:
         self._highs.changeColsBounds(n, self._cells, bounds[:, 0], bounds[:, 1])
         self._highs.run()
         status = self._highs.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            # a warm start can end in a wrong verdict (ERGO-Code/HiGHS#1561; here "infeasible"
+            # on a whole table the true counts satisfy), and a wrong "unbounded" would pass a
+            # pinned cell: any verdict but optimal is taken only from a fresh start
+            self._highs.clearSolver()
+            self._highs.run()
+            status = self._highs.getModelStatus()
         if status == highspy.HighsModelStatus.kUnbounded:
             return None
         if status != highspy.HighsModelStatus.kOptimal:
