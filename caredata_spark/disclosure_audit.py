@@ -5,10 +5,11 @@ true counts that round to p and were not small: [max(p-2, 8), p+2] for nearest-5
 suppressed cell is an integer >= 1 (zero cells are never suppressed), and the table is
 additive (a total equals the sum of its parts; for distinct-person tables where a person
 can be in several cells, a total lies between the largest part and the sum of the parts).
-For each sensitive suppressed cell, two linear programmes (min and max of the cell under
-all of that) give its feasibility interval; the cell is protected when the interval is at
-least `ProtectionRule.required` wide. The default, 7, means an attacker can never confine
-a small count to fewer than 8 values, so cannot even tell it is small.
+In a rate table each numerator is at most its denominator. For each sensitive suppressed
+cell, two linear programmes (min and max of the cell under all of that) give its
+feasibility interval; the cell is protected when the interval is at least
+`ProtectionRule.required` wide. The default, 7, means an attacker can never confine a
+small count to fewer than 8 values, so cannot even tell it is small.
 
 Sensitive cells are the primary ones (true count 1-7), the forced ones (hidden because a
 sub-table below needed it) and, in a sub-table below the top level, the inherited cells
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import highspy
 import numpy as np
@@ -41,7 +42,7 @@ import scipy.sparse as sp
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from caredata_spark.aggregates import MEASURE, TOTAL, VALUE, TableShape
+from caredata_spark.aggregates import COUNT, DENOMINATOR, MEASURE, TOTAL, VALUE, TableShape
 from caredata_spark.config import ConfigError
 from caredata_spark.errors import CaredataError
 
@@ -82,13 +83,22 @@ class ProtectionRule:
         return np.maximum(float(self.min_width), np.ceil(values * self.percent / 100.0))
 
 
+def no_pairs() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
 class Structure:
-    """Additive relations of one sub-table: relation r says cell parent[r] = sum of children."""
+    """Relations of a table's cells: relation r says cell parent[r] = sum of children, and
+    pair k says cell below[k] <= cell above[k] (a rate's numerator and its denominator:
+    the numerator counts some of the denominator's people or records, so an attacker
+    knows it is not larger)."""
 
     parent: np.ndarray
     children: sp.csr_matrix  # relations x cells, 1 where the cell is a child
     additive: bool
+    below: np.ndarray = field(default_factory=no_pairs)
+    above: np.ndarray = field(default_factory=no_pairs)
 
     @property
     def n_cells(self) -> int:
@@ -106,7 +116,25 @@ class Structure:
         return (self.children + self.totals).tocsr()
 
     def rows(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-        """The relations as LP rows: lower <= matrix @ cells <= upper."""
+        """The relations, then the pairs, as LP rows: lower <= matrix @ cells <= upper."""
+        matrix, lower, upper = self._relation_rows()
+        k = len(self.below)
+        if k == 0:
+            return matrix, lower, upper
+        below_minus_above = sp.csr_matrix(
+            (
+                np.concatenate([np.ones(k), -np.ones(k)]),
+                (np.tile(np.arange(k), 2), np.concatenate([self.below, self.above])),
+            ),
+            shape=(k, self.n_cells),
+        )
+        return (
+            sp.vstack([matrix, below_minus_above]).tocsr(),
+            np.concatenate([lower, np.full(k, -highspy.kHighsInf)]),
+            np.concatenate([upper, np.zeros(k)]),
+        )
+
+    def _relation_rows(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
         m = len(self.parent)
         if self.additive:
             return (self.children - self.totals).tocsr(), np.zeros(m), np.zeros(m)
@@ -123,36 +151,57 @@ class Structure:
         return matrix, np.full(matrix.shape[0], -highspy.kHighsInf), np.zeros(matrix.shape[0])
 
 
+def cell_keys(cells: pd.DataFrame, shape: TableShape) -> list[str]:
+    """The columns naming a cell: its categories, and its measure when the frame has one
+    (a rate table has a numerator and a denominator cell per combination of categories)."""
+    return [*shape.dimensions, *([MEASURE] if MEASURE in cells.columns else [])]
+
+
+def rate_pairs(
+    cells: pd.DataFrame, keys: list[str], index: pd.MultiIndex
+) -> tuple[np.ndarray, np.ndarray]:
+    """(numerator cells, their denominator cells), rows of `cells` whose keys are `index`."""
+    if MEASURE not in keys:
+        return no_pairs(), no_pairs()
+    numerators = np.flatnonzero(cells[MEASURE].to_numpy() == COUNT)
+    wanted = cells.iloc[numerators][keys].astype(str).assign(**{MEASURE: DENOMINATOR})
+    found = index.get_indexer(pd.MultiIndex.from_frame(wanted))
+    keep = found >= 0
+    return numerators[keep].astype(np.int64), found[keep].astype(np.int64)
+
+
 def structure(cells: pd.DataFrame, shape: TableShape) -> Structure:
     """Relations among the cells present: along each chain, a cell's parent is the cell
-    with its finest non-total column of that chain set to TOTAL. Parents outside this
-    sub-table are simply absent, which is what cuts a table into sub-tables."""
-    dims = list(shape.dimensions)
-    index = pd.MultiIndex.from_frame(cells[dims].astype(str))
-    parents, children, keys = [], [], []
+    of the same measure with its finest non-total column of that chain set to TOTAL.
+    Parents outside this sub-table are simply absent, which is what cuts a table into
+    sub-tables."""
+    keys = cell_keys(cells, shape)
+    index = pd.MultiIndex.from_frame(cells[keys].astype(str))
+    below, above = rate_pairs(cells, keys, index)
+    parents, children, relation_ids = [], [], []
     for c, chain in enumerate(shape.hierarchies):
         depth = (cells[list(chain)] != TOTAL).sum(axis=1).to_numpy()
         for d in range(1, len(chain) + 1):
             rows = np.flatnonzero(depth == d)
             if rows.size == 0:
                 continue
-            parent_keys = cells.iloc[rows][dims].astype(str).copy()
+            parent_keys = cells.iloc[rows][keys].astype(str).copy()
             parent_keys[chain[d - 1]] = TOTAL
             found = index.get_indexer(pd.MultiIndex.from_frame(parent_keys))
             keep = found >= 0
             parents.append(found[keep])
             children.append(rows[keep])
-            keys.append(found[keep].astype(np.int64) * len(shape.hierarchies) + c)
+            relation_ids.append(found[keep].astype(np.int64) * len(shape.hierarchies) + c)
     n = len(cells)
     if not parents:
-        return Structure(np.zeros(0, np.int64), sp.csr_matrix((0, n)), shape.additive)
-    relation_of, relation_keys = pd.factorize(np.concatenate(keys))
+        return Structure(no_pairs(), sp.csr_matrix((0, n)), shape.additive, below, above)
+    relation_of, relation_keys = pd.factorize(np.concatenate(relation_ids))
     parent = (relation_keys // len(shape.hierarchies)).astype(np.int64)
     child_cells = np.concatenate(children)
     matrix = sp.csr_matrix(
         (np.ones(len(child_cells)), (relation_of, child_cells)), shape=(len(relation_keys), n)
     )
-    return Structure(parent, matrix, shape.additive)
+    return Structure(parent, matrix, shape.additive, below, above)
 
 
 class Solver:
@@ -339,11 +388,13 @@ def subtables(shape: TableShape, level: int) -> Callable[[DataFrame], DataFrame]
     A level-j sub-table holds one category at depth j (the whole table's total at j=0)
     and its children at depth j+1, crossed with every other dimension; its depth-j cells
     are `INHERITED`: their status was decided by the level above. Without a split the
-    whole table is one sub-table per measure.
+    whole table is one sub-table. A rate table's numerator and denominator cells share
+    their sub-tables: each numerator is known to be at most its denominator, which can
+    pin a hidden count only a model holding both measures sees.
     """
     chain = shape.split_chain
     depth = split_depth(shape)
-    key = F.to_json(F.array(F.lit(str(level)), F.col(MEASURE), *(F.col(c) for c in chain[:level])))
+    key = F.to_json(F.array(F.lit(str(level)), *(F.col(c) for c in chain[:level])))
 
     # without a split, depth is the literal 0: compared, Spark warns of a trivially true predicate
     inherited = (depth == level) & F.lit(level > 0) if chain else F.lit(False)
@@ -429,7 +480,7 @@ def require_protected(result: DataFrame, shape: TableShape, table: str) -> None:
     named = "; ".join(
         f"{describe_cell(row, shape)} (interval width "
         f"{row['feasible_max'] - row['feasible_min']:g}, needs {row['required_width']:g}, "
-        f"sub-table {', '.join(json.loads(row[SUBTABLE])[2:]) or 'top'})"
+        f"sub-table {', '.join(json.loads(row[SUBTABLE])[1:]) or 'top'})"
         for row in first
     )
     extra = f" and {more} more" if more > 0 else ""

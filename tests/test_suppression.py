@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from chispa import assert_df_equality
-from disclosure_tables import cells_with_margins, flat_shape, interiors, marked, oracle_rounded
+from disclosure_tables import (
+    cells_with_margins,
+    flat_shape,
+    interiors,
+    marked,
+    oracle_rounded,
+    rate_cells,
+    rate_interiors,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
@@ -121,6 +129,18 @@ def test_secondary_suppression_defeats_subtraction_on_3d_tables(interior: np.nda
     cells, result = protected_and_audited(interior, POLICY)
     assert result["protected"].all()
     assert cells.loc[cells[PRIMARY], SUPPRESSED].all()
+
+
+@PROPERTY
+@given(rate_interiors(ndim=2, max_side=4))
+def test_a_rate_tables_measures_are_protected_together(
+    interior: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # one sub-table, one model: an attacker also knows numerator <= denominator per cell
+    cells = rate_cells(*interior)
+    cells[SUPPRESSED] = protect_subtable(cells, flat_shape(2), POLICY)[SUPPRESSED].to_numpy()
+    assert cells.loc[cells[PRIMARY], SUPPRESSED].all()
+    assert audit_subtable(cells, flat_shape(2), POLICY.protection, exact=True)["protected"].all()
 
 
 def with_giveaway(interior: np.ndarray, small: int, partner: int) -> np.ndarray:
