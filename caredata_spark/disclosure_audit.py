@@ -56,6 +56,7 @@ UPPER = "upper"
 SUBTABLE = "subtable"
 INHERITED = "inherited"
 TOLERANCE = 1e-6
+DUAL_ABOVE = 1000  # cells in an objective above which `Solver` uses dual simplex
 
 
 class DisclosureRisk(CaredataError):
@@ -219,12 +220,7 @@ class Solver:
         # before any option can silence it; the bare model has neither.
         self._highs = highspy._Highs()
         self._highs.setOptionValue("output_flag", False)
-        # primal simplex: most solves change the objective and at most one cell's bound, so
-        # the last basis stays primal feasible, or nearly, and primal simplex goes on from
-        # it: about 18 iterations a solve on the 1M diabetes table's areas, against 245
-        # (and 3.3x the time) with the default dual simplex
-        primal = highspy.simplex_constants.SimplexStrategy.kSimplexStrategyPrimal
-        self._highs.setOptionValue("simplex_strategy", int(primal))
+        self._strategy = -1
         n = relations.n_cells
         self._cells = np.arange(n, dtype=np.int32)
         self._highs.addVars(n, np.zeros(n), np.full(n, highspy.kHighsInf))
@@ -243,6 +239,7 @@ class Solver:
     def solve(self, objective: np.ndarray, bounds: np.ndarray) -> np.ndarray | None:
         """An optimal feasible table minimising `objective`, or None when it is unbounded."""
         n = len(self._cells)
+        self._use(self._strategy_for(objective))
         self._highs.changeColsCost(n, self._cells, objective.astype(float))
         self._highs.changeColsBounds(n, self._cells, bounds[:, 0], bounds[:, 1])
         self._highs.run()
@@ -259,6 +256,25 @@ class Solver:
         if status != highspy.HighsModelStatus.kOptimal:
             raise AuditError(f"audit LP failed ({self._highs.modelStatusToString(status)})")
         return np.asarray(self._highs.getSolution().col_value)
+
+    @staticmethod
+    def _strategy_for(objective: np.ndarray) -> int:
+        """Primal simplex for one cell's min or max: the objective and at most that cell's
+        bound change, so the last basis stays primal feasible, or nearly, and primal simplex
+        goes on from it (about 18 iterations a solve on the 1M diabetes table's areas,
+        against 245, and 3.3x the time, with dual simplex). Dual simplex for a sum of more
+        than DUAL_ABOVE cells, as a whole table's first solves are, far from the last
+        basis or from none: on the 15,028-cell table of docs/performance.md the first took
+        0.3 s with it, 5.3 s with primal simplex. A threshold of 1 or 100 cells instead
+        was no faster, there or on the 1M diabetes table (one run each, loaded machine)."""
+        constants = highspy.simplex_constants.SimplexStrategy
+        many = np.count_nonzero(objective) > DUAL_ABOVE
+        return int(constants.kSimplexStrategyDual if many else constants.kSimplexStrategyPrimal)
+
+    def _use(self, strategy: int) -> None:
+        if strategy != self._strategy:
+            self._highs.setOptionValue("simplex_strategy", strategy)
+            self._strategy = strategy
 
 
 @dataclass(frozen=True)
@@ -305,10 +321,14 @@ def feasibility(
         capped[cells, 1] = np.minimum(capped[cells, 1], cap)
         open_ = short()
         while open_.any():
-            objective = np.zeros(len(value))
-            objective[cells[open_]] = 1.0
-            for sign in (-1.0, 1.0):
-                x = solver.solve(sign * objective, capped)
+            # maximise the open cells, then minimise those not yet seen at their lower
+            # bound (after the first round, few): on a whole table each solve is costly
+            for sign, moved in ((-1.0, open_), (1.0, open_ & (seen_lo > bounds[cells, 0]))):
+                if not moved.any():
+                    continue
+                objective = np.zeros(len(value))
+                objective[cells[moved]] = sign
+                x = solver.solve(objective, capped)
                 assert x is not None  # every objective cell is capped
                 record(x)
             still = open_ & short()
@@ -470,7 +490,8 @@ def audit(
     other areas' totals can narrow it, and with it the area's hidden cells. The model has
     one column per cell and one row per relation and rate pair, so it grows with the
     table, not the population, and is solved in one applyInPandas task: the diabetes
-    table has 816 cells at 100k people and 3,169 (1,676 rows) at 1M.
+    table has 816 cells at 100k people and 3,169 (1,676 rows) at 1M, attacked in about
+    2 s; a 37,476-cell table took 23 s (docs/performance.md, "The whole-table attack").
     """
     columns = [*shape.dimensions, MEASURE, VALUE, SUPPRESSED, PRIMARY, FORCED, LOWER, UPPER]
 
