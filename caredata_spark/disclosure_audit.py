@@ -5,17 +5,20 @@ true counts that round to p and were not small: [max(p-2, 8), p+2] for nearest-5
 suppressed cell is an integer >= 1 (zero cells are never suppressed), and the table is
 additive (a total equals the sum of its parts; for distinct-person tables where a person
 can be in several cells, a total lies between the largest part and the sum of the parts).
-For each sensitive suppressed cell, two linear programmes (min and max of the cell under
-all of that) give its feasibility interval; the cell is protected when the interval is at
-least `ProtectionRule.required` wide. The default, 7, means an attacker can never confine
-a small count to fewer than 8 values, so cannot even tell it is small.
+In a rate table each numerator is at most its denominator. For each sensitive suppressed
+cell, two linear programmes (min and max of the cell under all of that) give its
+feasibility interval; the cell is protected when the interval is at least
+`ProtectionRule.required` wide. The default, 7, means an attacker can never confine a
+small count to fewer than 8 values, so cannot even tell it is small.
 
-Sensitive cells are the primary ones (true count 1-7), the forced ones (hidden because a
-sub-table below needed it) and, in a sub-table below the top level, the inherited cells
-that were suppressed above: the HiTaS modular method treats those as primary in the lower
-table, so that cells protecting a higher-level primary cannot be pinned down from below.
-Complementary cells elsewhere need no interval: their exact value would have been
-publishable (rounded) anyway.
+The audit (`audit`) attacks the whole table at once, every level and both measures in one
+model: its sensitive cells are the primary ones (true count 1-7) and the forced ones
+(hidden because a sub-table below needed it). The protection (`suppression.protect`) also
+attacks each sub-table on its own; there, in a sub-table below the top level, the
+inherited cells suppressed above are sensitive too: the HiTaS modular method treats those
+as primary in the lower table, so that cells protecting a higher-level primary cannot be
+pinned down from below. Complementary cells elsewhere need no interval: their exact value
+would have been publishable (rounded) anyway.
 
 Speed: one LP per cell per side would take minutes on 10^5-cell tables, so feasible points
 are collected first: maximise then minimise the sum of all unresolved sensitive cells (each
@@ -23,16 +26,16 @@ capped at its value plus the required width). Every LP solution is a feasible ta
 cell whose values across these points already span the required width is proven protected
 without its own LPs (its reported interval is then an inner bound, `exact` false). Only
 the remaining cells get their own pair of LPs, and those intervals are exact. Each LP is
-solved on the sub-table holding the cell (sparse constraints, one HiGHS model per
-sub-table, warm-started from solve to solve: see `Solver`), and sub-tables are
-audited in parallel across Spark executors.
+solved with sparse constraints, one HiGHS model per (sub-)table, warm-started from solve
+to solve (see `Solver`); sub-tables are protected in parallel across Spark executors,
+and a whole table is one task.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import highspy
 import numpy as np
@@ -41,7 +44,7 @@ import scipy.sparse as sp
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from caredata_spark.aggregates import MEASURE, TOTAL, VALUE, TableShape
+from caredata_spark.aggregates import COUNT, DENOMINATOR, MEASURE, TOTAL, VALUE, TableShape
 from caredata_spark.config import ConfigError
 from caredata_spark.errors import CaredataError
 
@@ -53,6 +56,7 @@ UPPER = "upper"
 SUBTABLE = "subtable"
 INHERITED = "inherited"
 TOLERANCE = 1e-6
+DUAL_ABOVE = 1000  # cells in an objective above which `Solver` uses dual simplex
 
 
 class DisclosureRisk(CaredataError):
@@ -82,13 +86,22 @@ class ProtectionRule:
         return np.maximum(float(self.min_width), np.ceil(values * self.percent / 100.0))
 
 
+def no_pairs() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
 class Structure:
-    """Additive relations of one sub-table: relation r says cell parent[r] = sum of children."""
+    """Relations of a table's cells: relation r says cell parent[r] = sum of children, and
+    pair k says cell below[k] <= cell above[k] (a rate's numerator and its denominator:
+    the numerator counts some of the denominator's people or records, so an attacker
+    knows it is not larger)."""
 
     parent: np.ndarray
     children: sp.csr_matrix  # relations x cells, 1 where the cell is a child
     additive: bool
+    below: np.ndarray = field(default_factory=no_pairs)
+    above: np.ndarray = field(default_factory=no_pairs)
 
     @property
     def n_cells(self) -> int:
@@ -106,7 +119,25 @@ class Structure:
         return (self.children + self.totals).tocsr()
 
     def rows(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-        """The relations as LP rows: lower <= matrix @ cells <= upper."""
+        """The relations, then the pairs, as LP rows: lower <= matrix @ cells <= upper."""
+        matrix, lower, upper = self._relation_rows()
+        k = len(self.below)
+        if k == 0:
+            return matrix, lower, upper
+        below_minus_above = sp.csr_matrix(
+            (
+                np.concatenate([np.ones(k), -np.ones(k)]),
+                (np.tile(np.arange(k), 2), np.concatenate([self.below, self.above])),
+            ),
+            shape=(k, self.n_cells),
+        )
+        return (
+            sp.vstack([matrix, below_minus_above]).tocsr(),
+            np.concatenate([lower, np.full(k, -highspy.kHighsInf)]),
+            np.concatenate([upper, np.zeros(k)]),
+        )
+
+    def _relation_rows(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
         m = len(self.parent)
         if self.additive:
             return (self.children - self.totals).tocsr(), np.zeros(m), np.zeros(m)
@@ -123,36 +154,57 @@ class Structure:
         return matrix, np.full(matrix.shape[0], -highspy.kHighsInf), np.zeros(matrix.shape[0])
 
 
+def cell_keys(cells: pd.DataFrame, shape: TableShape) -> list[str]:
+    """The columns naming a cell: its categories, and its measure when the frame has one
+    (a rate table has a numerator and a denominator cell per combination of categories)."""
+    return [*shape.dimensions, *([MEASURE] if MEASURE in cells.columns else [])]
+
+
+def rate_pairs(
+    cells: pd.DataFrame, keys: list[str], index: pd.MultiIndex
+) -> tuple[np.ndarray, np.ndarray]:
+    """(numerator cells, their denominator cells), rows of `cells` whose keys are `index`."""
+    if MEASURE not in keys:
+        return no_pairs(), no_pairs()
+    numerators = np.flatnonzero(cells[MEASURE].to_numpy() == COUNT)
+    wanted = cells.iloc[numerators][keys].astype(str).assign(**{MEASURE: DENOMINATOR})
+    found = index.get_indexer(pd.MultiIndex.from_frame(wanted))
+    keep = found >= 0
+    return numerators[keep].astype(np.int64), found[keep].astype(np.int64)
+
+
 def structure(cells: pd.DataFrame, shape: TableShape) -> Structure:
     """Relations among the cells present: along each chain, a cell's parent is the cell
-    with its finest non-total column of that chain set to TOTAL. Parents outside this
-    sub-table are simply absent, which is what cuts a table into sub-tables."""
-    dims = list(shape.dimensions)
-    index = pd.MultiIndex.from_frame(cells[dims].astype(str))
-    parents, children, keys = [], [], []
+    of the same measure with its finest non-total column of that chain set to TOTAL.
+    Parents outside this sub-table are simply absent, which is what cuts a table into
+    sub-tables."""
+    keys = cell_keys(cells, shape)
+    index = pd.MultiIndex.from_frame(cells[keys].astype(str))
+    below, above = rate_pairs(cells, keys, index)
+    parents, children, relation_ids = [], [], []
     for c, chain in enumerate(shape.hierarchies):
         depth = (cells[list(chain)] != TOTAL).sum(axis=1).to_numpy()
         for d in range(1, len(chain) + 1):
             rows = np.flatnonzero(depth == d)
             if rows.size == 0:
                 continue
-            parent_keys = cells.iloc[rows][dims].astype(str).copy()
+            parent_keys = cells.iloc[rows][keys].astype(str).copy()
             parent_keys[chain[d - 1]] = TOTAL
             found = index.get_indexer(pd.MultiIndex.from_frame(parent_keys))
             keep = found >= 0
             parents.append(found[keep])
             children.append(rows[keep])
-            keys.append(found[keep].astype(np.int64) * len(shape.hierarchies) + c)
+            relation_ids.append(found[keep].astype(np.int64) * len(shape.hierarchies) + c)
     n = len(cells)
     if not parents:
-        return Structure(np.zeros(0, np.int64), sp.csr_matrix((0, n)), shape.additive)
-    relation_of, relation_keys = pd.factorize(np.concatenate(keys))
+        return Structure(no_pairs(), sp.csr_matrix((0, n)), shape.additive, below, above)
+    relation_of, relation_keys = pd.factorize(np.concatenate(relation_ids))
     parent = (relation_keys // len(shape.hierarchies)).astype(np.int64)
     child_cells = np.concatenate(children)
     matrix = sp.csr_matrix(
         (np.ones(len(child_cells)), (relation_of, child_cells)), shape=(len(relation_keys), n)
     )
-    return Structure(parent, matrix, shape.additive)
+    return Structure(parent, matrix, shape.additive, below, above)
 
 
 class Solver:
@@ -168,12 +220,7 @@ class Solver:
         # before any option can silence it; the bare model has neither.
         self._highs = highspy._Highs()
         self._highs.setOptionValue("output_flag", False)
-        # primal simplex: most solves change the objective and at most one cell's bound, so
-        # the last basis stays primal feasible, or nearly, and primal simplex goes on from
-        # it: about 18 iterations a solve on the 1M diabetes table's areas, against 245
-        # (and 3.3x the time) with the default dual simplex
-        primal = highspy.simplex_constants.SimplexStrategy.kSimplexStrategyPrimal
-        self._highs.setOptionValue("simplex_strategy", int(primal))
+        self._strategy = -1
         n = relations.n_cells
         self._cells = np.arange(n, dtype=np.int32)
         self._highs.addVars(n, np.zeros(n), np.full(n, highspy.kHighsInf))
@@ -192,15 +239,42 @@ class Solver:
     def solve(self, objective: np.ndarray, bounds: np.ndarray) -> np.ndarray | None:
         """An optimal feasible table minimising `objective`, or None when it is unbounded."""
         n = len(self._cells)
+        self._use(self._strategy_for(objective))
         self._highs.changeColsCost(n, self._cells, objective.astype(float))
         self._highs.changeColsBounds(n, self._cells, bounds[:, 0], bounds[:, 1])
         self._highs.run()
         status = self._highs.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            # a warm start can end in a wrong verdict (ERGO-Code/HiGHS#1561; here "infeasible"
+            # on a whole table the true counts satisfy), and a wrong "unbounded" would pass a
+            # pinned cell: any verdict but optimal is taken only from a fresh start
+            self._highs.clearSolver()
+            self._highs.run()
+            status = self._highs.getModelStatus()
         if status == highspy.HighsModelStatus.kUnbounded:
             return None
         if status != highspy.HighsModelStatus.kOptimal:
             raise AuditError(f"audit LP failed ({self._highs.modelStatusToString(status)})")
         return np.asarray(self._highs.getSolution().col_value)
+
+    @staticmethod
+    def _strategy_for(objective: np.ndarray) -> int:
+        """Primal simplex for one cell's min or max: the objective and at most that cell's
+        bound change, so the last basis stays primal feasible, or nearly, and primal simplex
+        goes on from it (about 18 iterations a solve on the 1M diabetes table's areas,
+        against 245, and 3.3x the time, with dual simplex). Dual simplex for a sum of more
+        than DUAL_ABOVE cells, as a whole table's first solves are, far from the last
+        basis or from none: on the 15,028-cell table of docs/performance.md the first took
+        0.3 s with it, 5.3 s with primal simplex. A threshold of 1 or 100 cells instead
+        was no faster, there or on the 1M diabetes table (one run each, loaded machine)."""
+        constants = highspy.simplex_constants.SimplexStrategy
+        many = np.count_nonzero(objective) > DUAL_ABOVE
+        return int(constants.kSimplexStrategyDual if many else constants.kSimplexStrategyPrimal)
+
+    def _use(self, strategy: int) -> None:
+        if strategy != self._strategy:
+            self._highs.setOptionValue("simplex_strategy", strategy)
+            self._strategy = strategy
 
 
 @dataclass(frozen=True)
@@ -247,10 +321,14 @@ def feasibility(
         capped[cells, 1] = np.minimum(capped[cells, 1], cap)
         open_ = short()
         while open_.any():
-            objective = np.zeros(len(value))
-            objective[cells[open_]] = 1.0
-            for sign in (-1.0, 1.0):
-                x = solver.solve(sign * objective, capped)
+            # maximise the open cells, then minimise those not yet seen at their lower
+            # bound (after the first round, few): on a whole table each solve is costly
+            for sign, moved in ((-1.0, open_), (1.0, open_ & (seen_lo > bounds[cells, 0]))):
+                if not moved.any():
+                    continue
+                objective = np.zeros(len(value))
+                objective[cells[moved]] = sign
+                x = solver.solve(objective, capped)
                 assert x is not None  # every objective cell is capped
                 record(x)
             still = open_ & short()
@@ -281,18 +359,25 @@ def feasibility(
     return Intervals(seen_lo, seen_hi, is_exact)
 
 
+def hidden_bounds(
+    suppressed: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell bounds: [lower, upper] where published, [1, inf) where suppressed."""
+    return np.where(suppressed, 1.0, lower), np.where(suppressed, np.inf, upper)
+
+
 def attacker_bounds(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per-cell bounds: the published interval, or [1, inf) where suppressed."""
-    suppressed = cells[SUPPRESSED].to_numpy(bool)
-    lower = np.where(suppressed, 1.0, cells[LOWER].to_numpy(float))
-    upper = np.where(suppressed, np.inf, cells[UPPER].to_numpy(float))
-    return lower, upper
+    return hidden_bounds(
+        cells[SUPPRESSED].to_numpy(bool), cells[LOWER].to_numpy(float), cells[UPPER].to_numpy(float)
+    )
 
 
 def audit_subtable(
     cells: pd.DataFrame, shape: TableShape, rule: ProtectionRule, exact: bool = False
 ) -> pd.DataFrame:
-    """Intervals of the sensitive suppressed cells of one sub-table (rows of `cells`)."""
+    """Intervals of the sensitive suppressed cells of one sub-table (rows of `cells`), or of
+    the whole table when given all its cells, none of them `INHERITED`."""
     sensitive = cells[SUPPRESSED].to_numpy(bool) & (
         cells[PRIMARY].to_numpy(bool)
         | cells[FORCED].to_numpy(bool)
@@ -332,11 +417,13 @@ def subtables(shape: TableShape, level: int) -> Callable[[DataFrame], DataFrame]
     A level-j sub-table holds one category at depth j (the whole table's total at j=0)
     and its children at depth j+1, crossed with every other dimension; its depth-j cells
     are `INHERITED`: their status was decided by the level above. Without a split the
-    whole table is one sub-table per measure.
+    whole table is one sub-table. A rate table's numerator and denominator cells share
+    their sub-tables: each numerator is known to be at most its denominator, which can
+    pin a hidden count only a model holding both measures sees.
     """
     chain = shape.split_chain
     depth = split_depth(shape)
-    key = F.to_json(F.array(F.lit(str(level)), F.col(MEASURE), *(F.col(c) for c in chain[:level])))
+    key = F.to_json(F.array(F.lit(str(level)), *(F.col(c) for c in chain[:level])))
 
     # without a split, depth is the literal 0: compared, Spark warns of a trivially true predicate
     inherited = (depth == level) & F.lit(level > 0) if chain else F.lit(False)
@@ -380,16 +467,31 @@ def audit_schema(shape: TableShape) -> str:
     )
 
 
+WHOLE_TABLE = json.dumps(["table"])
+
+
+def whole_table(cells: DataFrame) -> DataFrame:
+    """Every cell of a table as one sub-table: all an attacker sees at once."""
+    return cells.withColumn(SUBTABLE, F.lit(WHOLE_TABLE)).withColumn(INHERITED, F.lit(False))
+
+
 def audit(
     shape: TableShape, rule: ProtectionRule, exact: bool = False
 ) -> Callable[[DataFrame], DataFrame]:
-    """Protected cell frame -> one row per sensitive suppressed cell per sub-table.
+    """Protected cell frame -> one row per sensitive (primary or forced) suppressed cell.
 
     Input columns: the dimensions, MEASURE, VALUE (true count), SUPPRESSED, PRIMARY,
     FORCED and LOWER/UPPER (the interval a published count stands for, from
-    `suppression.mark_primary`). Sub-tables
-    of every level are independent given the statuses, so all are audited in one
-    applyInPandas pass, side by side (per-sub-table numeric work, not per row).
+    `suppression.mark_primary`).
+
+    The attack is on the whole table at once, in one LP model (both measures of a rate
+    table): sub-tables audited one by one each miss what the others publish. An area's
+    sub-table takes its published area total as [p-2, p+2], yet the national total and the
+    other areas' totals can narrow it, and with it the area's hidden cells. The model has
+    one column per cell and one row per relation and rate pair, so it grows with the
+    table, not the population, and is solved in one applyInPandas task: the diabetes
+    table has 816 cells at 100k people and 3,169 (1,676 rows) at 1M, attacked in about
+    2 s; a 37,476-cell table took 23 s (docs/performance.md, "The whole-table attack").
     """
     columns = [*shape.dimensions, MEASURE, VALUE, SUPPRESSED, PRIMARY, FORCED, LOWER, UPPER]
 
@@ -397,12 +499,11 @@ def audit(
         return audit_subtable(pdf.reset_index(drop=True), shape, rule, exact)
 
     def transform(cells: DataFrame) -> DataFrame:
-        selected = cells.select(*columns)
-        levels = [selected.transform(subtables(shape, j)) for j in range(subtable_levels(shape))]
-        members = levels[0]
-        for level in levels[1:]:
-            members = members.unionByName(level)
-        return members.transform(per_subtable(audit_group, audit_schema(shape)))
+        return (
+            cells.select(*columns)
+            .transform(whole_table)
+            .transform(per_subtable(audit_group, audit_schema(shape)))
+        )
 
     return transform
 
@@ -421,8 +522,7 @@ def require_protected(result: DataFrame, shape: TableShape, table: str) -> None:
     more = failing.count() - len(first)
     named = "; ".join(
         f"{describe_cell(row, shape)} (interval width "
-        f"{row['feasible_max'] - row['feasible_min']:g}, needs {row['required_width']:g}, "
-        f"sub-table {', '.join(json.loads(row[SUBTABLE])[2:]) or 'top'})"
+        f"{row['feasible_max'] - row['feasible_min']:g}, needs {row['required_width']:g})"
         for row in first
     )
     extra = f" and {more} more" if more > 0 else ""

@@ -108,7 +108,8 @@ class TableDefinition:
     """One published table. `source` names the record-level frame the publisher builds.
 
     `split_by` names an outermost dimension (a hierarchy root) whose categories form
-    independent sub-tables below the top level, so their protection runs in parallel.
+    sub-tables below the top level, protected in parallel (then the whole table is
+    attacked at once).
     """
 
     title: str

@@ -13,7 +13,15 @@ import numpy as np
 import pandas as pd
 from hypothesis import strategies as st
 
-from caredata_spark.aggregates import GROUPING_ID, MEASURE, TOTAL, VALUE, TableShape
+from caredata_spark.aggregates import (
+    COUNT,
+    DENOMINATOR,
+    GROUPING_ID,
+    MEASURE,
+    TOTAL,
+    VALUE,
+    TableShape,
+)
 from caredata_spark.disclosure_audit import INHERITED, LOWER, PRIMARY, SUBTABLE, UPPER
 from caredata_spark.suppression import FORCED, INHERITED_SUPPRESSED, ROUNDED
 
@@ -59,7 +67,7 @@ def marked(cells: pd.DataFrame, rounding: str = "nearest5", max_small: int = 7) 
             FORCED: False,
             INHERITED: False,
             INHERITED_SUPPRESSED: False,
-            SUBTABLE: json.dumps(["0", "count"]),
+            SUBTABLE: json.dumps(["0"]),
         }
     )
 
@@ -71,4 +79,34 @@ def interiors(ndim: int, max_side: int) -> st.SearchStrategy[np.ndarray]:
         lambda sides: st.lists(
             count, min_size=int(np.prod(sides)), max_size=int(np.prod(sides))
         ).map(lambda values: np.array(values, dtype=np.int64).reshape(sides))
+    )
+
+
+def rate_cells(numerator: np.ndarray, denominator: np.ndarray) -> pd.DataFrame:
+    """Marked cells of a rate table: a numerator cell (zero ones too) for each denominator
+    cell, as `aggregates.table_cells` counts them; numerator <= denominator everywhere."""
+    denominators = cells_with_margins(denominator)
+    dims = [c for c in denominators.columns if c != VALUE]
+    numerators = denominators[dims].merge(cells_with_margins(numerator), how="left", on=dims)
+    numerators[VALUE] = numerators[VALUE].fillna(0).astype(np.int64)
+    return pd.concat(
+        [
+            marked(numerators).assign(**{MEASURE: COUNT}),
+            marked(denominators).assign(**{MEASURE: DENOMINATOR}),
+        ],
+        ignore_index=True,
+    )
+
+
+def rate_interiors(ndim: int, max_side: int) -> st.SearchStrategy[tuple[np.ndarray, np.ndarray]]:
+    """(numerator, denominator) interiors: each numerator a share of its denominator."""
+    return interiors(ndim, max_side).flatmap(
+        lambda denominator: st.lists(
+            st.integers(0, 100), min_size=denominator.size, max_size=denominator.size
+        ).map(
+            lambda shares: (
+                denominator * np.array(shares).reshape(denominator.shape) // 100,
+                denominator,
+            )
+        )
     )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from disclosure_tables import cells_with_margins, flat_shape, interiors, marked
+from disclosure_tables import cells_with_margins, flat_shape, interiors, marked, rate_cells
 from hypothesis import HealthCheck, given, settings
 from pyspark import TaskContext
 from pyspark.sql import SparkSession
 
-from caredata_spark.aggregates import TOTAL, VALUE, TableShape
+from caredata_spark.aggregates import DENOMINATOR, MEASURE, TOTAL, VALUE, TableShape
 from caredata_spark.disclosure_audit import (
     PRIMARY,
     SUBTABLE,
@@ -106,6 +106,29 @@ def test_one_model_answers_every_solve_as_a_fresh_one_would() -> None:
     contradiction[[0, 2]] = [[1.0, 5.0], [30.0, 30.0]]  # parts of at most 5 + 12 cannot make 30
     with pytest.raises(AuditError, match="audit LP failed .*[Ii]nfeasible"):
         solver.solve(maximise_c0, contradiction)
+
+
+def test_a_numerator_bounds_its_hidden_denominator() -> None:
+    # a review's area: denominators 6, 1, 3 (total 10) and numerators 5, 0, 3 (total 8),
+    # published as the engine did when it protected each measure on its own
+    cells = rate_cells(np.array([5, 0, 3]), np.array([6, 1, 3]))
+    shown = (cells["d0"] == TOTAL) | (cells[VALUE] == 0)
+    cells[SUPPRESSED] = ~shown
+    relations = structure(cells, flat_shape(1))
+    assert len(relations.below) == 4  # a numerator <= denominator row per combination
+    matrix, lower, upper = relations.rows()
+    true = matrix @ cells[VALUE].to_numpy()
+    assert ((lower <= true) & (true <= upper)).all()
+
+    def denominator_interval(frame: pd.DataFrame) -> tuple[float, float]:
+        found = audit_subtable(frame.reset_index(drop=True), flat_shape(1), RULE, exact=True)
+        row = found[(found["d0"] == "c1") & (found[MEASURE] == DENOMINATOR)].iloc[0]
+        return row["feasible_min"], row["feasible_max"]
+
+    # alone, the denominators put c1 anywhere in 1..10; with the numerators, c0 + c2 hold
+    # at least the 8-12 people of the numerator total, so c1 is at most 4
+    assert denominator_interval(cells[cells[MEASURE] == DENOMINATOR]) == (1.0, 10.0)
+    assert denominator_interval(cells) == (1.0, 4.0)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from chispa import assert_df_equality
-from disclosure_tables import cells_with_margins, flat_shape, interiors, marked, oracle_rounded
+from disclosure_tables import (
+    cells_with_margins,
+    flat_shape,
+    interiors,
+    marked,
+    oracle_rounded,
+    rate_cells,
+    rate_interiors,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
@@ -21,8 +29,10 @@ from caredata_spark.aggregates import (
     VALUE,
     TableShape,
     grouping_sets,
+    table_cells,
 )
 from caredata_spark.disclosure_audit import (
+    FORCED,
     INHERITED,
     LOWER,
     PRIMARY,
@@ -35,7 +45,7 @@ from caredata_spark.disclosure_audit import (
     audit_subtable,
     require_protected,
 )
-from caredata_spark.publication_tables import Dimension, Measure, TableDefinition
+from caredata_spark.publication_tables import Dimension, Filter, Measure, Rate, TableDefinition
 from caredata_spark.suppression import (
     ROUNDED,
     SUPPRESSED_MARK,
@@ -123,6 +133,18 @@ def test_secondary_suppression_defeats_subtraction_on_3d_tables(interior: np.nda
     assert cells.loc[cells[PRIMARY], SUPPRESSED].all()
 
 
+@PROPERTY
+@given(rate_interiors(ndim=2, max_side=4))
+def test_a_rate_tables_measures_are_protected_together(
+    interior: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # one sub-table, one model: an attacker also knows numerator <= denominator per cell
+    cells = rate_cells(*interior)
+    cells[SUPPRESSED] = protect_subtable(cells, flat_shape(2), POLICY)[SUPPRESSED].to_numpy()
+    assert cells.loc[cells[PRIMARY], SUPPRESSED].all()
+    assert audit_subtable(cells, flat_shape(2), POLICY.protection, exact=True)["protected"].all()
+
+
 def with_giveaway(interior: np.ndarray, small: int, partner: int) -> np.ndarray:
     """Plant a line [small, partner, 0, ...] whose total rounds like the partner: with
     small + partner <= 12 both publish as 10, so subtraction pins small to 1..4."""
@@ -167,16 +189,17 @@ def random_interior(seed: int = 7) -> list[tuple[str, str, str, str, int]]:
 
 
 def hierarchical_cells(
-    spark: SparkSession, rows: list[tuple[str, str, str, str, int]] | None = None
+    spark: SparkSession, rows: list[tuple] | None = None, shape: TableShape = SHAPE
 ) -> DataFrame:
-    """Cells, margins included, of an area > district x age x sex interior."""
+    """Cells, margins included, of an interior: one column per dimension of `shape`
+    (default area > district x age x sex), then the count."""
+    dims = list(shape.dimensions)
     interior = spark.createDataFrame(
-        rows or random_interior(), "area string, district string, age string, sex string, n long"
+        rows or random_interior(), ", ".join(f"{d} string" for d in dims) + ", n long"
     )
-    dims = list(SHAPE.dimensions)
     summed = (
         interior.where(F.col("n") > 0)
-        .groupingSets(grouping_sets(SHAPE), *dims)
+        .groupingSets(grouping_sets(shape), *dims)
         .agg(F.grouping_id(*dims).cast("int").alias(GROUPING_ID), F.sum("n").alias(VALUE))
     )
     return summed.select(
@@ -187,10 +210,10 @@ def hierarchical_cells(
     )
 
 
-def whole_table_attack(protected: DataFrame) -> pd.DataFrame:
+def whole_table_attack(protected: DataFrame, shape: TableShape = SHAPE) -> pd.DataFrame:
     """The LP audit on the whole table at once, not sub-table by sub-table."""
     whole = protected.toPandas().assign(**{INHERITED: False, SUBTABLE: "whole"})
-    flat = TableShape(hierarchies=SHAPE.hierarchies)
+    flat = TableShape(hierarchies=shape.hierarchies)
     return audit_subtable(whole, flat, POLICY.protection, exact=True)
 
 
@@ -239,6 +262,128 @@ def test_a_small_total_over_many_small_cells_is_hidden_at_the_level_above(
     assert area_total.select(SUPPRESSED).first()[0]
     require_protected(protected.transform(audit(SHAPE, POLICY.protection)), SHAPE, "demo")
     assert whole_table_attack(protected)["protected"].all()
+
+
+AREA_SEX = TableShape(hierarchies=(("area", "district"), ("sex",)), split_by="area")
+# A review's table. Each area's sub-table, protected and audited alone, takes its area
+# total as its published interval: A0's 50 as 48-52, A1's 45 as 43-47. But the national
+# 90 (88-92) is their sum, so A0 is 48 or 49 and A1 43 or 44, which no sub-table sees.
+SPLIT_PINNED = [
+    ("A0", "A0D0", "1", 3),
+    ("A0", "A0D1", "1", 40),
+    ("A0", "A0D1", "2", 3),
+    ("A0", "A0D2", "1", 3),
+    ("A1", "A1D0", "1", 3),
+    ("A1", "A1D1", "2", 40),
+]
+
+
+def test_the_audit_attacks_a_split_table_whole(spark: SparkSession) -> None:
+    # what sub-table by sub-table protection published: these six counts, all else hidden
+    shown = [
+        ("A0", "A0D1", TOTAL),
+        ("A0", TOTAL, TOTAL),
+        ("A1", TOTAL, TOTAL),
+        (TOTAL, TOTAL, "1"),
+        (TOTAL, TOTAL, "2"),
+        (TOTAL, TOTAL, TOTAL),
+    ]
+    is_shown = F.struct("area", "district", "sex").isin(
+        *(F.struct(*(F.lit(v) for v in key)) for key in shown)
+    )
+    published = (
+        hierarchical_cells(spark, SPLIT_PINNED, AREA_SEX)
+        .transform(mark_primary(POLICY))
+        .withColumn(FORCED, F.lit(False))
+        .withColumn(SUPPRESSED, ~is_shown)
+    )
+    # A0's districts then sum to 48-49 with A0D1 at 43-47: A0D0 and A0D2 (3 each) are 1..5
+    with pytest.raises(DisclosureRisk, match=r"not publishable: area=A0, district=A0D[02], "):
+        require_protected(published.transform(audit(AREA_SEX, POLICY.protection)), AREA_SEX, "demo")
+
+
+def test_a_split_table_is_protected_as_a_whole(spark: SparkSession) -> None:
+    protected = (
+        hierarchical_cells(spark, SPLIT_PINNED, AREA_SEX).transform(protect(AREA_SEX, POLICY)).cache()
+    )
+    require_protected(protected.transform(audit(AREA_SEX, POLICY.protection)), AREA_SEX, "demo")
+    assert whole_table_attack(protected, AREA_SEX)["protected"].all()
+    # the sub-tables alone leave A0D1's total shown; the whole-table pass hides it too
+    a0d1 = protected.where((F.col("district") == "A0D1") & (F.col("sex") == TOTAL))
+    assert a0d1.select(SUPPRESSED).first()[0]
+
+
+@st.composite
+def split_tables(draw: st.DrawFn) -> list[tuple[str, str, str, str, int]]:
+    """Small area > district x age x sex interiors, counts as in the review's search."""
+    count = st.sampled_from([0, 1, 2, 3, 6, 9, 12, 14, 40])
+    areas = draw(st.lists(st.integers(1, 3), min_size=2, max_size=3))  # districts of each
+    ages = draw(st.integers(1, 2))
+    return [
+        (f"A{a}", f"A{a}D{d}", f"age{g}", sex, draw(count))
+        for a, districts in enumerate(areas)
+        for d in range(districts)
+        for g in range(ages)
+        for sex in ("1", "2")
+    ]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(split_tables())
+def test_split_tables_withstand_the_whole_table_attack(
+    spark: SparkSession, rows: list[tuple[str, str, str, str, int]]
+) -> None:
+    # protected and audited sub-table by sub-table, about one such table in eight
+    # published a hidden count narrower than 8 values
+    protected = hierarchical_cells(spark, rows).transform(protect(SHAPE, POLICY)).cache()
+    attacked = whole_table_attack(protected)
+    assert attacked["protected"].all(), attacked[~attacked["protected"]].to_string()
+    protected.unpersist()
+
+
+def test_a_split_rate_table_is_protected_with_numerator_below_denominator(
+    spark: SparkSession,
+) -> None:
+    # a review's table: each measure protected on its own pinned A2D1's denominator (1) to
+    # 1..4, since A2's hidden numerators (5 and 3 of 6 and 3) sum to a published 8-12
+    districts = [  # area, district, denominator, numerator
+        ("A0", "A0D0", 9, 3),
+        ("A0", "A0D1", 9, 8),
+        ("A0", "A0D2", 6, 1),
+        ("A0", "A0D3", 12, 9),
+        ("A1", "A1D0", 1, 0),
+        ("A1", "A1D1", 6, 6),
+        ("A1", "A1D2", 9, 9),
+        ("A1", "A1D3", 6, 0),
+        ("A2", "A2D0", 6, 5),
+        ("A2", "A2D1", 1, 0),
+        ("A2", "A2D2", 3, 3),
+    ]
+    records = spark.createDataFrame(
+        [
+            (f"{district}-{i}", area, district, "true" if i < numerator else "false")
+            for area, district, denominator, numerator in districts
+            for i in range(denominator)
+        ],
+        "person_id string, area string, district string, admitted string",
+    )
+    definition = TableDefinition(
+        title="Admitted",
+        source="test",
+        measure=Measure(count="persons"),
+        dimensions=[Dimension("area"), Dimension("district", within="area")],
+        rate=Rate(numerator=[Filter(column="admitted", values=["true"])], per=1000),
+        split_by="area",
+    )
+    shape = TableShape.of(definition)
+    protected = (
+        records.transform(table_cells(definition, "admitted"))
+        .transform(protect(shape, POLICY))
+        .cache()
+    )
+    require_protected(protected.transform(audit(shape, POLICY.protection)), shape, "admitted")
+    attacked = whole_table_attack(protected, shape)  # both measures: the pairs included
+    assert attacked["protected"].all() and (attacked[MEASURE] == DENOMINATOR).any()
 
 
 def test_the_suppression_pattern_does_not_depend_on_row_order(spark: SparkSession) -> None:
