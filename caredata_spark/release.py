@@ -359,8 +359,11 @@ def run_release(
     recipient: TransportPublicKey,
     delivery: Path,
     today: dt.date,
+    before_delivery: Callable[[ReleaseResult], None],
 ) -> ReleaseResult:
-    """Build, check and deliver every dataset of a permitted release."""
+    """Build, check and deliver every dataset of a permitted release. `before_delivery`
+    runs once everything is staged, before the delivery is renamed into place: the audit's
+    `done`, so no delivery exists that the trail does not record as done."""
     pseudonym_key, vault_key = keys
     links = _read(store, warehouse, LINK_MAP).select("source", "record_key", "person_id")
     objectors = None if agreement.overrides_objections else _objectors(store, warehouse, links, today)
@@ -394,6 +397,7 @@ def run_release(
                                "risk": result.risk[name].as_dict()}
         (staging / MANIFEST).write_text(_manifest(agreement, delivery.name, recipient, described), encoding="utf-8")
         store.write(_risk_rows(spark, delivery.name, agreement, result.risk), table_path(warehouse, RELEASE_RISK))
+        before_delivery(result)
     return result
 
 
@@ -440,10 +444,11 @@ def release(
     release_id = audit.request_id(audit.now())
     delivery = Path(out) / agreement.id / release_id
     entry = audit.stamped(entry, release_id=release_id)
+    def done(result: ReleaseResult) -> None:
+        audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.DONE, rows=sum(result.rows.values())))
+
     with audit.audited(spark, store, warehouse, entry), release_keys(spark, settings, agreement) as keys:
-        result = run_release(spark, store, warehouse, agreement, keys, recipient, delivery, today)
-    audit.record(spark, store, warehouse, audit.stamped(entry, outcome=audit.DONE, rows=sum(result.rows.values())))
-    return result
+        return run_release(spark, store, warehouse, agreement, keys, recipient, delivery, today, done)
 
 
 def _described(entry: audit.AuditEntry, agreement: Agreement) -> audit.AuditEntry:
