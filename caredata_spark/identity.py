@@ -64,6 +64,12 @@ def linkage_messages() -> dict[str, Column]:
     return messages
 
 
+def with_nhs_hash(linkage_key: KeyFrame) -> Callable[[DataFrame], DataFrame]:
+    """Add `h_nhs` alone, exactly as `with_linkage_hashes` computes it: what objections,
+    subject access requests and release lookups match records by."""
+    return keyed_hashes(linkage_key, {"h_nhs": linkage_messages()["h_nhs"]})
+
+
 def with_linkage_hashes(linkage_key: KeyFrame) -> Callable[[DataFrame], DataFrame]:
     """Add the linkage hashes `linkage/` joins on, and the flags its rules consult."""
 

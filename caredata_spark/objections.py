@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from caredata_spark.config import CONF_DIR, ConfigError, from_yaml
-from caredata_spark.identity import linkage_messages
-from caredata_spark.keyed_hash import KeyFrame, keyed_hashes
+from caredata_spark.identity import with_nhs_hash
+from caredata_spark.keyed_hash import KeyFrame
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import OBJECTIONS, table_path
 
@@ -76,7 +76,7 @@ def objection_events(codes: ObjectionCodes, linkage_key: KeyFrame) -> Callable[[
         code = F.col("SNOMED_CODE")
         return (
             events.filter(code.isin(*by_code) & F.col("EVENT_DATE").isNotNull())
-            .transform(keyed_hashes(linkage_key, {"h_nhs": linkage_messages()["h_nhs"]}))
+            .transform(with_nhs_hash(linkage_key))
             .select(
                 "record_key",
                 F.element_at(types, code).alias("objection_type"),

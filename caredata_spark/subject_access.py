@@ -1,7 +1,7 @@
 """`caredata subject-access`: a patient's whole linked record, for the patient.
 
 The request names an NHS number and a date of birth. The number is hashed with the
-linkage key exactly as ingest hashed it (`identity.linkage_messages`), the vault rows with
+linkage key exactly as ingest hashed it (`identity.with_nhs_hash`), the vault rows with
 that hash are found, and their dates of birth decrypted and compared: only records whose
 number and date of birth both match verify the request. From them the link map gives the
 person, and the person every record of every source (GP registrations and events, every
@@ -43,8 +43,8 @@ from caredata_spark.config import Settings
 from caredata_spark.contract import DATASETS, Dataset
 from caredata_spark.errors import UsageError
 from caredata_spark.identifiers import clean_nhs_number
-from caredata_spark.identity import IDENTITY_FIELDS, identity_in_clear, linkage_messages
-from caredata_spark.keyed_hash import KeyFrame, key_frame, keyed_hashes, with_key_material
+from caredata_spark.identity import IDENTITY_FIELDS, identity_in_clear, with_nhs_hash
+from caredata_spark.keyed_hash import KeyFrame, key_frame, with_key_material
 from caredata_spark.keys import Role, key_file
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import IDENTITY_VAULT, LINK_MAP, clinical, table_path
@@ -110,7 +110,7 @@ def hashed_request(spark: SparkSession, request: SubjectRequest, linkage_key: Ke
     raw = spark.createDataFrame([(request.nhs_number, request.dob.isoformat())], "nhs_number string, dob string")
     return (
         raw.select(clean_nhs_number(F.col("nhs_number")).alias("nhs_number"), "dob")
-        .transform(keyed_hashes(linkage_key, {"h_nhs": linkage_messages()["h_nhs"]}))
+        .transform(with_nhs_hash(linkage_key))
         .select("h_nhs", F.col("dob").alias("requested_dob"))
     )
 

@@ -38,8 +38,8 @@ from caredata_spark.agreements import clinical_fields
 from caredata_spark.config import KeySettings
 from caredata_spark.contract import DATASETS
 from caredata_spark.identifiers import clean_nhs_number
-from caredata_spark.identity import linkage_messages, vault_rows
-from caredata_spark.keyed_hash import KeyFrame, key_frame, keyed_hashes
+from caredata_spark.identity import vault_rows, with_nhs_hash
+from caredata_spark.keyed_hash import KeyFrame, key_frame
 from caredata_spark.keys import Role, generate_keys, key_path
 from caredata_spark.storage import DeltaStore
 from caredata_spark.submissions import LEDGER
@@ -160,7 +160,7 @@ def nhs_hashed(linkage: KeyFrame) -> Callable[[DataFrame], DataFrame]:
     """`nhs_number` -> `h_nhs`, the linkage hash ingest gives it."""
     return lambda df: (
         df.withColumn("nhs_number", clean_nhs_number(F.col("nhs_number")))
-        .transform(keyed_hashes(linkage, {"h_nhs": linkage_messages()["h_nhs"]}))
+        .transform(with_nhs_hash(linkage))
         .drop("nhs_number")
     )
 
@@ -204,7 +204,7 @@ def build_warehouse(
          for r in RECORDS] + earlier,
         "source string, record_key string, submission_id string, nhs_number string, dob date, sex string, postcode string",
     ).withColumn("nhs_number", clean_nhs_number(F.col("nhs_number")))
-    hashed = identities.transform(keyed_hashes(linkage, {"h_nhs": linkage_messages()["h_nhs"]}))
+    hashed = identities.transform(with_nhs_hash(linkage))
     vault = None
     for source in sorted({DATASETS[r.dataset].source for r in RECORDS}):
         part = hashed.filter(F.col("source") == source).transform(vault_rows(source, vault_key))
