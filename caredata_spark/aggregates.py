@@ -42,12 +42,14 @@ class TableShape:
     `hierarchies` lists dimension chains coarsest first; a plain dimension is a chain of
     one. `split_by` names the root of a chain whose categories become sub-tables that can
     be protected in parallel below the top level. `additive` says totals equal the sum of
-    their parts (see `publication_tables.Measure`).
+    their parts (see `publication_tables.Measure`). `period` names the dimension of
+    calendar periods, whose cells successive publications share (`disclosure_history`).
     """
 
     hierarchies: tuple[tuple[str, ...], ...]
     split_by: str | None = None
     additive: bool = True
+    period: str | None = None
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -64,6 +66,7 @@ class TableShape:
             hierarchies=definition.hierarchies(),
             split_by=definition.split_by,
             additive=definition.measure.additive,
+            period=definition.period,
         )
 
 

@@ -383,12 +383,24 @@ def audit_subtable(
         | cells[FORCED].to_numpy(bool)
         | cells[INHERITED].to_numpy(bool)
     )
+    return attack(cells, structure(cells, shape), sensitive, shape, rule, exact)
+
+
+def attack(
+    cells: pd.DataFrame,
+    relations: Structure,
+    sensitive: np.ndarray,
+    shape: TableShape,
+    rule: ProtectionRule,
+    exact: bool = False,
+) -> pd.DataFrame:
+    """Intervals of the `sensitive` cells given `relations` among `cells` (rows: their
+    columns VALUE, SUPPRESSED, LOWER, UPPER, the dimensions, MEASURE and SUBTABLE)."""
     targets = np.flatnonzero(sensitive)
     value = cells[VALUE].to_numpy(float)
     required = rule.required(value[targets])
     lower, upper = attacker_bounds(cells)
-    solver = Solver(structure(cells, shape))
-    found = feasibility(solver, value, lower, upper, targets, required, exact)
+    found = feasibility(Solver(relations), value, lower, upper, targets, required, exact)
     out = cells.iloc[targets][[*shape.dimensions, MEASURE, SUBTABLE]].copy()
     out["feasible_min"] = found.lower
     out["feasible_max"] = found.upper

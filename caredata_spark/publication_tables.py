@@ -11,6 +11,8 @@ Every mistake is a `ConfigError` naming the field, e.g.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,16 @@ MATCH_KINDS = ("exact", "prefix")
 class Dimension:
     """A column the table is cut by; `within` nests it in a coarser one (district in area).
 
-    Nesting makes the coarser level a margin of the finer one (hierarchy totals).
+    Nesting makes the coarser level a margin of the finer one (hierarchy totals). `period`
+    marks calendar periods (months): a cell of one period counts the same records in every
+    publication whose window covers it, so successive publications share those cells and
+    are protected together (`disclosure_history`).
     """
 
     name: str
     label: str = ""
     within: str | None = None
+    period: bool = False
 
     @property
     def heading(self) -> str:
@@ -141,12 +147,37 @@ class TableDefinition:
                     )
                 parents.add(dim.within)
             seen.add(dim.name)
+        periods = [i for i, d in enumerate(self.dimensions) if d.period]
+        if len(periods) > 1:
+            raise ConfigError(f"dimensions[{periods[1]}].period: only one dimension can be the period")
+        for i in periods:
+            if self.dimensions[i].within is not None or self.dimensions[i].name in parents:
+                raise ConfigError(f"dimensions[{i}].period: a period dimension cannot be nested")
         roots = {d.name for d in self.dimensions if d.within is None}
         if self.split_by is not None and self.split_by not in roots:
             raise ConfigError(
                 f"split_by: {self.split_by!r} is not an outermost dimension "
                 f"(one of {', '.join(sorted(roots))})"
             )
+
+    @property
+    def period(self) -> str | None:
+        """The dimension of calendar periods, if any (see `Dimension.period`)."""
+        return next((d.name for d in self.dimensions if d.period), None)
+
+    def fingerprint(self) -> str:
+        """What the cells count (source, measure, filters with their codes, rate, dimensions),
+        not how they are labelled: two versions of a table are comparable only when equal."""
+        counted = dataclasses.asdict(self)
+        for cosmetic in ("title", "description"):
+            counted.pop(cosmetic)
+        counted["measure"].pop("label")
+        for dim in counted["dimensions"]:
+            dim.pop("label")
+        if counted["rate"] is not None:
+            counted["rate"].pop("label")
+        text = json.dumps(counted, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def hierarchies(self) -> tuple[tuple[str, ...], ...]:
         """Dimensions grouped into chains, coarsest first: ((area, district), (age_band,), ...)."""

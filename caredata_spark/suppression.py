@@ -31,7 +31,8 @@ denominator, which an attacker knows too). Work on one sub-table runs in a panda
 via applyInPandas: numeric work per sub-table, not a per-row UDF. Zero cells are never
 suppressed (they are not in the table).
 
-Pipeline: table_cells(definition) -> protect(shape, policy) -> audit(shape, rule) and
+Pipeline (`disclosure.protect_table`): table_cells(definition) -> protect(shape, policy)
+[-> disclosure_history.protect_against(earlier versions)] -> audit(shape, rule) and
 require_protected -> publication(shape, rate_per).
 """
 
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,6 @@ from caredata_spark.aggregates import (
     TOTAL,
     VALUE,
     TableShape,
-    table_cells,
 )
 from caredata_spark.config import ConfigError
 from caredata_spark.disclosure_audit import (
@@ -68,20 +67,15 @@ from caredata_spark.disclosure_audit import (
     ProtectionRule,
     Solver,
     Structure,
-    audit,
     feasibility,
     hidden_bounds,
     per_subtable,
-    require_protected,
     split_depth,
     structure,
     subtable_levels,
     subtables,
     whole_table,
 )
-
-if TYPE_CHECKING:
-    from caredata_spark.publication_tables import TableDefinition
 
 SUPPRESSED_MARK = "*"  # HES convention: one mark for every suppressed cell, whatever the reason
 ROUNDED = "rounded"
@@ -523,30 +517,3 @@ def suppression_summary(protected: DataFrame) -> dict[str, int]:
     ).first()
     assert row is not None
     return {k: int(v) for k, v in row.asDict().items()}
-
-
-@dataclass(frozen=True)
-class ProtectedTable:
-    """A table ready to publish: `public` holds no true count; `summary` is for the log."""
-
-    public: DataFrame
-    summary: dict[str, int]
-
-
-def protect_table(
-    records: DataFrame, definition: TableDefinition, policy: DisclosurePolicy, name: str
-) -> ProtectedTable:
-    """Record-level frame -> the audited public table, or DisclosureRisk naming a cell.
-
-    The whole engine in order: cells with margins, primary and secondary suppression,
-    the LP audit, then the public columns. Every level of the protection is checkpointed,
-    so the audit, the summary and the public table do not redo its LPs.
-    """
-    shape = TableShape.of(definition)
-    protected = records.transform(table_cells(definition, name)).transform(protect(shape, policy))
-    require_protected(protected.transform(audit(shape, policy.protection)), shape, name)
-    rate_per = definition.rate.per if definition.rate else None
-    return ProtectedTable(
-        public=protected.transform(publication(shape, rate_per)),
-        summary=suppression_summary(protected),
-    )

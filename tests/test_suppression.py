@@ -45,6 +45,7 @@ from caredata_spark.disclosure_audit import (
     audit_subtable,
     require_protected,
 )
+from caredata_spark.disclosure import protect_table
 from caredata_spark.publication_tables import Dimension, Filter, Measure, Rate, TableDefinition
 from caredata_spark.suppression import (
     ROUNDED,
@@ -53,7 +54,6 @@ from caredata_spark.suppression import (
     mark_primary,
     protect,
     protect_subtable,
-    protect_table,
     publication,
     suppression_summary,
 )
