@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from caredata_spark.errors import UsageError
 from caredata_spark.storage import DeltaStore
-from caredata_spark.tables import PUBLICATIONS, green, table_path
+from caredata_spark.tables import PUBLICATIONS, green, publication_cells, table_path
 
 LEDGER = (
     "publication long, reference_date date, table string, status string, version long, "
@@ -59,6 +59,22 @@ def record_publication(
     refused = [(number, reference, name, WITHHELD, None, None, None, None) for name in withheld]
     rows = store.spark.createDataFrame(published + refused, LEDGER).withColumn("published_at", F.current_timestamp())
     store.write(rows, table_path(warehouse, PUBLICATIONS))
+
+
+def published_cells(store: DeltaStore, warehouse: str, table: str) -> DataFrame | None:
+    """The rows of `publish/cells/<table>` of publications the ledger records as having
+    published `table` (a failed publication's rows are left out), or None if there are none
+    yet. Cells of a table, a version per publication: no population-sized data."""
+    path = table_path(warehouse, publication_cells(table))
+    ledger = table_path(warehouse, PUBLICATIONS)
+    if not (store.exists(path) and store.exists(ledger)):
+        return None
+    published = (
+        store.read(ledger)
+        .where((F.col("table") == table) & (F.col("status") == PUBLISHED))
+        .select("publication")
+    )
+    return store.read(path).join(F.broadcast(published), on="publication", how="left_semi")
 
 
 def latest_publication(store: DeltaStore, warehouse: str) -> dict[str, DataFrame]:

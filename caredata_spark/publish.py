@@ -1,6 +1,6 @@
 """`caredata publish`: the green tables, their CSV downloads and the publication site.
 
-The disclosure engine (`suppression.protect_table`) turns a record-level frame into an
+The disclosure engine (`disclosure.protect_table`) turns a record-level frame into an
 audited public table; this module builds those frames (the `sources` named in
 `conf/publication.yaml`) from the warehouse, runs every table through the engine, writes
 `green/<table>` Delta tables and the static site. A table whose audit fails is left out
@@ -47,7 +47,9 @@ from caredata_spark import audit
 from caredata_spark.aggregates import GROUPING_ID, filter_condition, require_columns
 from caredata_spark.cli import Command, Context
 from caredata_spark.clinical_codes import Icd10Chapter, icd10_chapter, load_icd10_chapters
+from caredata_spark.disclosure import History, protect_table
 from caredata_spark.disclosure_audit import DisclosureRisk
+from caredata_spark.disclosure_history import DEFINITION
 from caredata_spark.errors import UsageError
 from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.publication_site import SiteTable, write_site
@@ -58,11 +60,18 @@ from caredata_spark.publication_tables import (
     TableDefinition,
     load_publication,
 )
-from caredata_spark.publications import next_number, record_publication
+from caredata_spark.publications import next_number, published_cells, record_publication
 from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore
 from caredata_spark.submissions import latest_per_key
-from caredata_spark.suppression import protect_table
-from caredata_spark.tables import HES_DATASETS, LINK_MAP, SUBMISSIONS, clinical, green, table_path
+from caredata_spark.tables import (
+    HES_DATASETS,
+    LINK_MAP,
+    SUBMISSIONS,
+    clinical,
+    green,
+    publication_cells,
+    table_path,
+)
 
 LOG = get_logger("publish")
 MANIFEST = "publication.json"
@@ -584,6 +593,25 @@ def publish(
     return result
 
 
+def same_definition(earlier: DataFrame | None, definition: TableDefinition) -> DataFrame | None:
+    """The earlier versions counted as `definition` counts: only those share its cells."""
+    if earlier is None:
+        return None
+    return earlier.where(F.col(DEFINITION) == definition.fingerprint())
+
+
+def record_cells(
+    store: DeltaStore, warehouse: str, name: str, earlier: DataFrame | None, cells: DataFrame
+) -> None:
+    """`publish/cells/<table>` rewritten as the recorded versions plus this one. Read from
+    the table it overwrites, so materialised first (cells of a table, not records); the
+    rows of a publication that failed after writing them are dropped here."""
+    versions = cells if earlier is None else earlier.unionByName(cells)
+    store.write(
+        versions.localCheckpoint(), table_path(warehouse, publication_cells(name)), mode="overwrite"
+    )
+
+
 def _publish_tables(wh: Warehouse, publication: Publication, result: PublishResult) -> None:
     """Every table through the engine into Delta and the staged site, then the ledger."""
     store, warehouse, reference = wh.store, wh.root, result.reference_date
@@ -594,9 +622,11 @@ def _publish_tables(wh: Warehouse, publication: Publication, result: PublishResu
             for name, definition in publication.tables.items():
                 started = time.perf_counter()
                 with stage(LOG, "publish.table", table=name) as metrics:
+                    earlier = published_cells(store, warehouse, name) if definition.period else None
                     try:
                         table = protect_table(
-                            sources[definition.source], definition, publication.disclosure, name
+                            sources[definition.source], definition, publication.disclosure, name,
+                            History(result.number, same_definition(earlier, definition)),
                         )
                     except DisclosureRisk as risk:
                         result.refused[name] = str(risk)
@@ -604,6 +634,8 @@ def _publish_tables(wh: Warehouse, publication: Publication, result: PublishResu
                         continue
                     path = table_path(warehouse, green(name))
                     store.write(table.public, path, mode="overwrite", properties=ARCHIVE_PROPERTIES)
+                    if table.cells is not None:
+                        record_cells(store, warehouse, name, earlier, table.cells)
                     result.versions[name] = store.version(path)  # type: ignore[assignment]
                     public = public_frame(store.read(path, version=result.versions[name]))
                     metrics.update(table.summary)

@@ -41,5 +41,11 @@ def green(table: str) -> str:
     return f"green/{table}"
 
 
+def publication_cells(table: str) -> str:
+    """Internal: every published version of a period table's cells, true counts included
+    (the disclosure engine protects a new version against them); never published."""
+    return f"publish/cells/{table}"
+
+
 def table_path(warehouse: str, name: str) -> str:
     return f"{warehouse.rstrip('/')}/{name}"

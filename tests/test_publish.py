@@ -23,9 +23,10 @@ from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from caredata_spark.aggregates import COUNT, TOTAL, UNKNOWN
+from caredata_spark.aggregates import COUNT, TOTAL, UNKNOWN, TableShape
 from caredata_spark.cli import main
 from caredata_spark.disclosure_audit import DisclosureRisk, ProtectionRule
+from caredata_spark.disclosure_history import audit_with_history
 from caredata_spark.publication_tables import (
     Dimension,
     Filter,
@@ -49,7 +50,16 @@ from caredata_spark.publish import (
 )
 from caredata_spark.storage import ARCHIVE_PROPERTIES, DeltaStore, open_store
 from caredata_spark.submissions import LEDGER
-from caredata_spark.tables import AUDIT, LINK_MAP, PUBLICATIONS, SUBMISSIONS, clinical, green, table_path
+from caredata_spark.tables import (
+    AUDIT,
+    LINK_MAP,
+    PUBLICATIONS,
+    SUBMISSIONS,
+    clinical,
+    green,
+    publication_cells,
+    table_path,
+)
 
 REFERENCE = dt.date(2025, 3, 31)
 DIABETES, HYPERTENSION = "44054006", "59621000"
@@ -578,6 +588,41 @@ def test_a_publication_failing_part_way_leaves_the_last_set_the_latest(
     failed = store.read(table_path(root, AUDIT)).filter(F.col("outcome") == "failed").collect()
     assert [(r["action"], r["release_id"]) for r in failed] == [("publication", f"publication-{before_number + 1}")]
     assert "no_such_column" in failed[0]["reason"]
+
+
+def test_monthly_publications_are_protected_together(
+    spark: SparkSession, built: Built, tmp_path: Path
+) -> None:
+    """A month two publications both cover is shown the same in both, the two attacked
+    together give nothing away, and a publication that failed part-way leaves no cells."""
+    pub = load_publication()
+    rolling = Publication({"ae_rolling": pub.tables["ae_by_provider_month"]}, pub.disclosure, pub.sources)
+    store, root = open_store(spark), str(built.root)
+    first = publish(spark, store, root, tmp_path / "a", dt.date(2025, 2, 28), rolling)
+    second = publish(spark, store, root, tmp_path / "b", REFERENCE, rolling)
+    tables = [
+        store.read(table_path(root, green("ae_rolling")), version=r.versions["ae_rolling"]).toPandas()
+        for r in (first, second)
+    ]
+    months = tables[0].merge(tables[1], on=["provider", "month"])
+    months = months[months["month"] != TOTAL]
+    assert len(months) >= 11 * 3  # 2024-04 .. 2025-02: RAA, RBB and the total, RCC some months
+    assert (months["count_x"] == months["count_y"]).all()
+    assert (months["count_x"] == "*").any()
+
+    broken = Publication(
+        {"ae_rolling": pub.tables["ae_by_provider_month"], "ae_broken": ae_table("no_such_column")},
+        pub.disclosure, pub.sources,
+    )
+    with pytest.raises(UsageError, match="no_such_column"):
+        publish(spark, store, root, tmp_path / "c", REFERENCE, broken)
+    third = publish(spark, store, root, tmp_path / "c", REFERENCE, rolling)
+    cells = store.read(table_path(root, publication_cells("ae_rolling"))).toPandas()
+    assert set(cells["publication"]) == {first.number, second.number, third.number}
+    assert not cells.duplicated(["publication", "provider", "month", "measure"]).any()
+    shape = TableShape.of(pub.tables["ae_by_provider_month"])
+    attack = audit_with_history(cells, shape, pub.disclosure.protection, third.number, exact=True)
+    assert len(attack) > 0 and attack["protected"].all()
 
 
 def test_default_output_is_beside_the_warehouse() -> None:
