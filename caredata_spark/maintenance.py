@@ -13,6 +13,9 @@ three, table by table, between pipeline runs:
    entries past the table's log retention (30 days by default): the log is where old
    commits' file statistics live.
 
+Maintained too: `publish/cells/<table>` of each configured table with a period dimension,
+which every publication rewrites whole (its versions' cells), so its old files pile up.
+
 Left alone, on purpose:
 - green tables: each version a publication recorded is that publication's archive
   (`publications.latest_publication` reads them by version), and they hold no personal data;
@@ -28,6 +31,7 @@ from typing import Any
 from caredata_spark.cli import Command, Context
 from caredata_spark.errors import UsageError
 from caredata_spark.observability import get_logger, stage
+from caredata_spark.publication_tables import Publication, load_publication
 from caredata_spark.storage import DeltaStore
 from caredata_spark.tables import (
     AUDIT,
@@ -49,6 +53,7 @@ from caredata_spark.tables import (
     SUBMISSIONS,
     clinical,
     green,
+    publication_cells,
     table_path,
 )
 
@@ -90,17 +95,27 @@ def maintain_table(store: DeltaStore, path: str, retention_hours: int) -> dict[s
     return figures
 
 
+def maintained(publication: Publication) -> list[str]:
+    """The fixed tables, and the cells of `publication`'s tables with a period dimension."""
+    periodic = [publication_cells(name) for name, table in publication.tables.items() if table.period]
+    return [*MAINTAINED, *periodic]
+
+
 def maintain(
-    store: DeltaStore, warehouse: str, retention_hours: int = DEFAULT_RETENTION_HOURS
+    store: DeltaStore,
+    warehouse: str,
+    retention_hours: int = DEFAULT_RETENTION_HOURS,
+    publication: Publication | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """`maintain_table` on every maintained table that exists; figures per table."""
+    """`maintain_table` on every maintained table that exists (`maintained`, of
+    `publication`, default conf/publication.yaml); figures per table."""
     if retention_hours < MIN_RETENTION_HOURS:
         raise UsageError(
             f"retention of {retention_hours} hours is too short: at least {MIN_RETENTION_HOURS}, "
             "so that no run or reader in progress loses files it is reading"
         )
     figures: dict[str, dict[str, Any]] = {}
-    for table in MAINTAINED:
+    for table in maintained(publication or load_publication()):
         path = table_path(warehouse, table)
         if store.exists(path):
             with stage(LOG, "maintain.table", table=table) as metrics:
