@@ -27,7 +27,7 @@ from caredata_spark.suppression import (
 @dataclass(frozen=True)
 class History:
     """Where a publication stands in a table's series: its `number`, and the `earlier`
-    versions' cells (`publish/cells/<table>` rows of this definition; None for the first)."""
+    versions' cells (`publish/cells/<table>` rows; None for the first)."""
 
     number: int
     earlier: DataFrame | None = None
@@ -61,13 +61,12 @@ def protect_table(
     attack = audit(shape, policy.protection)
     cells = None
     if shape.period is not None and history is not None:
-        number, fingerprint = history.number, definition.fingerprint()
         if history.earlier is not None:
             protected = protected.transform(
-                protect_against(history.earlier, number, fingerprint, shape, policy)
+                protect_against(history.earlier, history.number, shape, policy)
             )
-            attack = audit_against(history.earlier, number, fingerprint, shape, policy.protection)
-        cells = protected.transform(numbered(number, fingerprint))
+            attack = audit_against(history.earlier, history.number, shape, policy.protection)
+        cells = protected.transform(numbered(history.number))
     require_protected(protected.transform(attack), shape, name)
     rate_per = definition.rate.per if definition.rate else None
     return ProtectedTable(

@@ -11,21 +11,29 @@ provider x month tables published twice.
 So the platform keeps each published version's cells with their true counts (internal,
 `publish/cells/<table>`, never published) and protects a new version against all the
 earlier ones at once, in one model (`joint_model`):
-- a variable per cell of each version, except that a period cell (a named month, not a
-  total over months) with the same categories and the same true count in several versions
-  is one variable: an attacker can equate them. A count that changed (late records) is a
-  variable of its own, since nothing published says by how much it changed;
+- a variable per count: a period cell (a named month, not a total over months) with the
+  same categories and true count in several versions is one variable; a total over the
+  window is a variable of its own publication;
+- a month cell whose count late records changed is a new variable, tied to the earlier one
+  by the exact difference: the attacker is taken to know how the count was revised, the
+  most anyone could know, so the model never under-states what is given away;
 - each version's relations (totals and their parts) and rate pairs, over its variables;
-- each variable's published interval, intersected over the versions that show it.
+- each variable's published intervals, intersected over the versions that show it.
 
-`protect_with_history` then gives every shared cell its earlier status (shown before:
-shown again, it is known anyway; hidden before: hidden again, or the new version gives it
-away), attacks the hidden small counts of every version and mends those too narrow with
-complements among the new version's own cells, one at a time (`suppress_in_turn`).
-`audit_with_history` attacks the same model before the table is published. An earlier
-count already too narrow without the new version (the rule was widened since, or its
-publication predates this module) cannot be mended by hiding more now; it is left out of
-both, and counted in the log, so that it does not block every later publication.
+`protect_with_history` then settles the month cells earlier versions published: hidden
+before, hidden again (showing it, even revised, gives the earlier count away); shown
+before, shown again only when its new interval says nothing the earlier ones did not (the
+rounding may have changed; a small count is never shown). It attacks the hidden small
+counts of every version and mends those too narrow with complements among the new
+version's own cells, one at a time (`suppress_in_turn`): next to the cell first, else the
+new window's totals, through which successive windows are differenced.
+`audit_with_history` attacks the same model before the table is published.
+
+Some widths cannot be restored by hiding more now: an earlier count that the earlier
+versions alone already confine more narrowly than the rule asks (the rule widened since, a
+count revised across the small-number threshold). For those the new version must leave at
+least the width they had (`caps`), rather than refuse every later publication; each is
+counted in a warning. Publications made before this module kept no cells: not modelled.
 """
 
 from __future__ import annotations
@@ -51,9 +59,11 @@ from caredata_spark.disclosure_audit import (
     UPPER,
     WHOLE_TABLE,
     ProtectionRule,
+    TOLERANCE,
     Solver,
     Structure,
     attack,
+    feasibility,
     audit_schema,
     hidden_bounds,
     no_pairs,
@@ -67,23 +77,25 @@ from caredata_spark.suppression import (
     protected_columns,
     protected_schema,
     suppress_in_turn,
-    too_narrow,
 )
 
 LOG = get_logger("disclosure_history")
 PUBLICATION = "publication"  # the number of the publication a version of the cells belongs to
-DEFINITION = "definition"  # fingerprint of the table definition the cells were counted by
+CATEGORY = "category"
 
 
 @dataclass(frozen=True)
 class JointModel:
     """Every version's cells as variables of one model (see the module docstring).
 
-    `variable` maps each row of the cells given to its variable; `cells` has one row per
-    variable: its categories and measure, VALUE, SUPPRESSED (hidden in every version that
-    has it), PRIMARY, FORCED, LOWER/UPPER (the intersection of its published intervals),
-    `in_new` and `in_earlier` (which versions have it) and `shown_earlier`. `earlier` is
-    the relations of the earlier versions only: what was known before this one.
+    `variable` maps each row of the cells given to its variable. `cells` has one row per
+    variable: its categories, measure and VALUE; SUPPRESSED (hidden in every version that
+    has it), PRIMARY, FORCED, LOWER/UPPER (the intersection of its published intervals);
+    `in_new`, `in_earlier`; CATEGORY and, per category, `seen_before` (in an earlier
+    version) and `shown_before` (shown in one); and what the earlier versions alone say of
+    it: `earlier_hidden`, `earlier_lower`, `earlier_upper`. `relations` are every
+    version's relations and the links between a revised count's variables; `earlier` the
+    earlier versions' relations and the same links: what was known before this one.
     """
 
     cells: pd.DataFrame
@@ -92,46 +104,81 @@ class JointModel:
     variable: np.ndarray
 
 
-def identity(cells: pd.DataFrame, shape: TableShape) -> pd.Series:
-    """What makes two rows one variable: a period cell is its categories and true count in
-    any version; any other cell is its categories in one publication."""
+def categories(cells: pd.DataFrame, shape: TableShape) -> pd.Series:
+    """What a cell counts: a period cell's categories mean the same in every version (a
+    month is a month); any other cell's only in its own publication (a window's total)."""
     keys = cells[MEASURE].astype(str)
     for column in shape.dimensions:
         keys = keys + "\x1f" + cells[column].astype(str)
     assert shape.period is not None
     shared = cells[shape.period].astype(str) != TOTAL
     own = "w\x1f" + cells[PUBLICATION].astype(str) + "\x1f" + keys
-    same = "p\x1f" + keys + "\x1f" + cells[VALUE].astype(str)
-    return same.where(shared, own)
+    return ("p\x1f" + keys).where(shared, own)
 
 
 def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointModel:
     """One model of the versions in `cells` (a PUBLICATION column; `number` is the new one)."""
-    variable, _ = pd.factorize(identity(cells, shape), sort=True)
+    cells = cells.reset_index(drop=True)
+    category = categories(cells, shape)
+    variable, _ = pd.factorize(category + "\x1f" + cells[VALUE].astype(str), sort=True)
     n = int(variable.max()) + 1 if len(variable) else 0
     new = cells[PUBLICATION].to_numpy() == number
     hidden = cells[SUPPRESSED].to_numpy(bool)
+    value = cells[VALUE].to_numpy(float)
+    lower, upper = cells[LOWER].to_numpy(float), cells[UPPER].to_numpy(float)
+    shown_earlier = ~new & ~hidden
+
+    def where(mask: np.ndarray, bound: np.ndarray, otherwise: float) -> np.ndarray:
+        return np.where(mask, bound, otherwise)
+
     rows = pd.DataFrame(
         {
             "variable": variable,
+            CATEGORY: category.to_numpy(),
             "new": new,
             "earlier": ~new,
-            "shown_earlier": ~new & ~hidden,
+            "shown_earlier": shown_earlier,
             "hidden": hidden,
             PRIMARY: cells[PRIMARY].to_numpy(bool),
             FORCED: cells[FORCED].to_numpy(bool),
-            LOWER: cells[LOWER].to_numpy(float),
-            UPPER: cells[UPPER].to_numpy(float),
+            "own_lower": lower,
+            "own_upper": upper,
+            LOWER: where(~hidden, lower, -np.inf),
+            UPPER: where(~hidden, upper, np.inf),
+            "earlier_lower": where(shown_earlier, lower, -np.inf),
+            "earlier_upper": where(shown_earlier, upper, np.inf),
+            "new_lower": where(new, lower, -np.inf),
+            "new_upper": where(new, upper, np.inf),
+            "below": where(shown_earlier, lower - value, -np.inf),
+            "above": where(shown_earlier, upper - value, np.inf),
         }
     )
     per = rows.groupby("variable").agg(
+        **{CATEGORY: (CATEGORY, "first")},
         in_new=("new", "any"),
         in_earlier=("earlier", "any"),
-        shown_earlier=("shown_earlier", "any"),
         **{SUPPRESSED: ("hidden", "all")},
         **{PRIMARY: (PRIMARY, "any"), FORCED: (FORCED, "any")},
+        own_lower=("own_lower", "max"),
+        own_upper=("own_upper", "min"),
         **{LOWER: (LOWER, "max"), UPPER: (UPPER, "min")},
+        earlier_hidden=("shown_earlier", lambda shown: not shown.any()),
+        earlier_lower=("earlier_lower", "max"),
+        earlier_upper=("earlier_upper", "min"),
+        new_lower=("new_lower", "max"),
+        new_upper=("new_upper", "min"),
     )
+    # a count never shown: its own interval, which only matters if it comes to be shown
+    never = per[SUPPRESSED].to_numpy(bool)
+    per[LOWER] = np.where(never, per["own_lower"], per[LOWER])
+    per[UPPER] = np.where(never, per["own_upper"], per[UPPER])
+    by_category = rows.groupby(CATEGORY).agg(
+        seen_before=("earlier", "any"),
+        shown_before=("shown_earlier", "any"),
+        known_below=("below", "max"),
+        known_above=("above", "min"),
+    )
+    per = per.join(by_category, on=CATEGORY)
     described = (
         cells.assign(_variable=variable)
         .drop_duplicates("_variable")
@@ -141,17 +188,36 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
     joint = pd.concat([described, per], axis=1).reset_index(drop=True)
     joint[INHERITED] = False
     joint[SUBTABLE] = WHOLE_TABLE
+    links = _links(joint)
     return JointModel(
         joint,
-        _relations(cells, shape, variable, n),
-        _relations(cells[~new], shape, variable[~new], n),
+        _relations(cells, shape, variable, n, links),
+        _relations(cells[~new], shape, variable[~new], n, links),
         variable,
     )
 
 
-def _relations(cells: pd.DataFrame, shape: TableShape, variable: np.ndarray, n: int) -> Structure:
-    """Each version's relations over the joint variables, a relation shared by versions once."""
-    parents, children, below, above = [], [], [], []
+def _links(joint: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A revised count's variables, each tied to the next of its category by their known
+    difference: the attacker is taken to know exactly how late records changed a count,
+    the most an attacker could know, so the model cannot under-state what is given away."""
+    ordered = joint.reset_index().sort_values([CATEGORY, VALUE])
+    same = ordered[CATEGORY].to_numpy()
+    index, value = ordered["index"].to_numpy(), ordered[VALUE].to_numpy(float)
+    chained = np.flatnonzero(same[1:] == same[:-1])
+    return index[chained + 1], index[chained], value[chained + 1] - value[chained]
+
+
+def _relations(
+    cells: pd.DataFrame,
+    shape: TableShape,
+    variable: np.ndarray,
+    n: int,
+    links: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> Structure:
+    """Each version's relations over the joint variables (one of each: a month's recur in
+    every version covering it), its rate pairs, and `links`."""
+    parents, children, below, above = [no_pairs()], [sp.csr_matrix((0, n))], [no_pairs()], [no_pairs()]
     of_row = pd.Series(variable, index=cells.index)
     for _, rows in cells.groupby(PUBLICATION, sort=True):
         local = structure(rows.reset_index(drop=True), shape)
@@ -163,12 +229,9 @@ def _relations(cells: pd.DataFrame, shape: TableShape, variable: np.ndarray, n: 
         children.append((local.children @ mapping).tocsr())
         below.append(to_joint[local.below])
         above.append(to_joint[local.above])
-    if not parents:
-        return Structure(no_pairs(), sp.csr_matrix((0, n)), shape.additive)
     parent = np.concatenate(parents).astype(np.int64)
     matrix = sp.vstack(children).tocsr()
     matrix.sort_indices()
-    # a month's relations recur in every version covering it: one of each is enough
     relation = pd.DataFrame(
         {
             "parent": parent,
@@ -182,34 +245,43 @@ def _relations(cells: pd.DataFrame, shape: TableShape, variable: np.ndarray, n: 
     pairs = pd.DataFrame(
         {"below": np.concatenate(below), "above": np.concatenate(above)}
     ).drop_duplicates()
+    linked, base, difference = links
     return Structure(
         parent[keep],
         matrix[keep],
         shape.additive,
         pairs["below"].to_numpy(np.int64),
         pairs["above"].to_numpy(np.int64),
+        linked.astype(np.int64),
+        base.astype(np.int64),
+        difference,
     )
 
 
-def sensitive_cells(model: JointModel, shape: TableShape, rule: ProtectionRule) -> np.ndarray:
-    """The hidden small (or forced) counts to protect: of every version, except earlier
-    ones the earlier versions alone already confine too narrowly (logged)."""
+def caps(model: JointModel, sensitive: np.ndarray, rule: ProtectionRule) -> np.ndarray:
+    """Per variable, the most width a new version can be asked to leave: where the earlier
+    versions alone (and the links) already confine a sensitive count of a category they
+    published more narrowly than `rule` asks, that width, which the new version must not
+    narrow further; elsewhere no cap."""
     cells = model.cells
-    sensitive = cells[SUPPRESSED].to_numpy(bool) & (
-        cells[PRIMARY].to_numpy(bool) | cells[FORCED].to_numpy(bool)
-    )
-    old = np.flatnonzero(sensitive & cells["in_earlier"].to_numpy(bool))
-    if old.size == 0:
-        return sensitive
+    cap = np.full(len(cells), np.inf)
+    targets = np.flatnonzero(sensitive & cells["seen_before"].to_numpy(bool))
+    if targets.size == 0:
+        return cap
     value = cells[VALUE].to_numpy(float)
     bounds = hidden_bounds(
-        cells[SUPPRESSED].to_numpy(bool), cells[LOWER].to_numpy(float), cells[UPPER].to_numpy(float)
+        cells["earlier_hidden"].to_numpy(bool),
+        cells["earlier_lower"].to_numpy(float),
+        cells["earlier_upper"].to_numpy(float),
     )
-    narrow, _ = too_narrow(Solver(model.earlier), value, bounds, old, rule)
-    if narrow.size:  # in the task's (executor's) log: a warning, as nothing configures it there
-        LOG.warning(json.dumps({"event": "disclosure_history.already_narrow", "cells": int(narrow.size)}))
-    sensitive[narrow] = False
-    return sensitive
+    need = rule.required(value[targets])
+    found = feasibility(Solver(model.earlier), value, *bounds, targets, need)
+    width = found.upper - found.lower
+    narrow = width < need - TOLERANCE
+    cap[targets[narrow]] = width[narrow]
+    if narrow.any():  # in the task's (executor's) log: a warning, as nothing configures it there
+        LOG.warning(json.dumps({"event": "disclosure_history.already_narrow", "cells": int(narrow.sum())}))
+    return cap
 
 
 def protect_with_history(
@@ -221,67 +293,90 @@ def protect_with_history(
     model = joint_model(cells, shape, number)
     joint = model.cells
     new_rows = (cells[PUBLICATION] == number).to_numpy()
-    in_earlier = joint["in_earlier"].to_numpy(bool)
+    in_new = joint["in_new"].to_numpy(bool)
+    seen = joint["seen_before"].to_numpy(bool)
     hidden_now = np.zeros(len(joint), dtype=bool)
     hidden_now[model.variable[new_rows]] = cells.loc[new_rows, SUPPRESSED].to_numpy(bool)
-    # a cell shown before is known; one hidden before must stay hidden
-    suppressed = np.where(in_earlier, ~joint["shown_earlier"].to_numpy(bool), hidden_now)
-    joint[SUPPRESSED] = suppressed
+    # a count hidden before stays hidden; one shown before is shown again only if its new
+    # interval says nothing the earlier ones did not (the rounding may have changed, or
+    # late records the count); a small count never is
     value = joint[VALUE].to_numpy(float)
-    depth = (joint[list(shape.split_chain)] != TOTAL).sum(axis=1).to_numpy()
+    new_lower, new_upper = joint["new_lower"].to_numpy(float), joint["new_upper"].to_numpy(float)
+    adds_nothing = (new_lower <= value + joint["known_below"].to_numpy(float)) & (
+        new_upper >= value + joint["known_above"].to_numpy(float)
+    )
+    shown_again = joint["shown_before"].to_numpy(bool) & adds_nothing & ~joint[PRIMARY].to_numpy(bool)
+    status = np.where(seen, ~shown_again, hidden_now)
+    candidate = in_new & ~seen & ~status & (value > 0)
+    # what an attacker knows of each count: what earlier versions showed, and the new
+    # version's interval where it is shown (or may be: a candidate complement)
+    shows_new = in_new & (~status | ~seen)
+    published = (
+        np.maximum(joint["earlier_lower"].to_numpy(float), np.where(shows_new, new_lower, -np.inf)),
+        np.minimum(joint["earlier_upper"].to_numpy(float), np.where(shows_new, new_upper, np.inf)),
+    )
+    suppressed = joint["earlier_hidden"].to_numpy(bool) & np.where(in_new, status, True)
+    joint[SUPPRESSED] = suppressed
+    sensitive = suppressed & (joint[PRIMARY].to_numpy(bool) | joint[FORCED].to_numpy(bool))
     final = suppress_in_turn(
         model.relations,
         value,
-        (joint[LOWER].to_numpy(float), joint[UPPER].to_numpy(float)),
+        published,
         suppressed,
-        sensitive_cells(model, shape, policy.protection),
-        joint["in_new"].to_numpy(bool) & ~in_earlier & ~suppressed & (value > 0),
+        sensitive,
+        candidate,
         policy.protection,
-        depth,
+        (joint[list(shape.split_chain)] != TOTAL).sum(axis=1).to_numpy(),
+        caps(model, sensitive, policy.protection),
+        (joint[shape.period] == TOTAL).to_numpy(),  # the new window's totals
     )
+    hidden_in_new = np.where(seen, status, final)
     new = cells[new_rows]
-    after = final[model.variable[new_rows]]
-    return new.assign(**{SUPPRESSED: after})[protected_columns(shape)]
+    return new.assign(**{SUPPRESSED: hidden_in_new[model.variable[new_rows]]})[
+        protected_columns(shape)
+    ]
 
 
 def audit_with_history(
     cells: pd.DataFrame, shape: TableShape, rule: ProtectionRule, number: int, exact: bool = False
 ) -> pd.DataFrame:
     """`disclosure_audit.attack` on the joint model of the versions in `cells`: one row per
-    sensitive hidden count of any version (its categories name it)."""
+    sensitive hidden count of any version (its categories name it), each needing the
+    rule's width or, for a count earlier versions already confined, no less than that."""
     cells = cells.sort_values([PUBLICATION, *shape.dimensions, MEASURE]).reset_index(drop=True)
     model = joint_model(cells, shape, number)
-    sensitive = sensitive_cells(model, shape, rule)
-    return attack(model.cells, model.relations, sensitive, shape, rule, exact)
+    joint = model.cells
+    sensitive = joint[SUPPRESSED].to_numpy(bool) & (
+        joint[PRIMARY].to_numpy(bool) | joint[FORCED].to_numpy(bool)
+    )
+    return attack(joint, model.relations, sensitive, shape, rule, exact, caps(model, sensitive, rule))
 
 
 # --- Spark ------------------------------------------------------------------------------
 
 
-def numbered(number: int, definition: str) -> Callable[[DataFrame], DataFrame]:
-    """A version's protected cells as `publish/cells` rows: its publication and definition."""
+def numbered(number: int) -> Callable[[DataFrame], DataFrame]:
+    """A version's protected cells as `publish/cells` rows: with its publication."""
 
     def transform(protected: DataFrame) -> DataFrame:
-        return protected.withColumn(PUBLICATION, F.lit(number).cast("long")).withColumn(
-            DEFINITION, F.lit(definition)
-        )
+        return protected.withColumn(PUBLICATION, F.lit(number).cast("long"))
 
     return transform
 
 
-def with_earlier(earlier: DataFrame, number: int, definition: str) -> Callable[[DataFrame], DataFrame]:
+def with_earlier(earlier: DataFrame, number: int) -> Callable[[DataFrame], DataFrame]:
     """Protected cells of the new version, numbered, beside the earlier versions' cells,
     as one sub-table: the joint model is one task, its size the tables', not the records'."""
 
     def transform(protected: DataFrame) -> DataFrame:
-        new = protected.transform(numbered(number, definition))
+        new = protected.transform(numbered(number))
         return new.unionByName(earlier.select(*new.columns)).transform(whole_table)
 
     return transform
 
 
 def protect_against(
-    earlier: DataFrame, number: int, definition: str, shape: TableShape, policy: DisclosurePolicy
+    earlier: DataFrame, number: int, shape: TableShape, policy: DisclosurePolicy
 ) -> Callable[[DataFrame], DataFrame]:
     """Protected cells (`suppression.protect`) -> the same cells with the statuses
     `protect_with_history` sets against the `earlier` versions (`publish/cells` rows)."""
@@ -291,7 +386,7 @@ def protect_against(
 
     def transform(protected: DataFrame) -> DataFrame:
         return (
-            protected.transform(with_earlier(earlier, number, definition))
+            protected.transform(with_earlier(earlier, number))
             .transform(per_subtable(solve, protected_schema(shape)))
             .localCheckpoint()
         )
@@ -300,7 +395,7 @@ def protect_against(
 
 
 def audit_against(
-    earlier: DataFrame, number: int, definition: str, shape: TableShape, rule: ProtectionRule
+    earlier: DataFrame, number: int, shape: TableShape, rule: ProtectionRule
 ) -> Callable[[DataFrame], DataFrame]:
     """Protected cells -> one row per sensitive hidden count of any version, as
     `disclosure_audit.audit` gives for one version."""
@@ -309,7 +404,7 @@ def audit_against(
         return audit_with_history(pdf.reset_index(drop=True), shape, rule, number)
 
     def transform(protected: DataFrame) -> DataFrame:
-        return protected.transform(with_earlier(earlier, number, definition)).transform(
+        return protected.transform(with_earlier(earlier, number)).transform(
             per_subtable(solve, audit_schema(shape))
         )
 

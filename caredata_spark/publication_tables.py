@@ -11,8 +11,6 @@ Every mistake is a `ConfigError` naming the field, e.g.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,20 +162,6 @@ class TableDefinition:
     def period(self) -> str | None:
         """The dimension of calendar periods, if any (see `Dimension.period`)."""
         return next((d.name for d in self.dimensions if d.period), None)
-
-    def fingerprint(self) -> str:
-        """What the cells count (source, measure, filters with their codes, rate, dimensions),
-        not how they are labelled: two versions of a table are comparable only when equal."""
-        counted = dataclasses.asdict(self)
-        for cosmetic in ("title", "description"):
-            counted.pop(cosmetic)
-        counted["measure"].pop("label")
-        for dim in counted["dimensions"]:
-            dim.pop("label")
-        if counted["rate"] is not None:
-            counted["rate"].pop("label")
-        text = json.dumps(counted, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def hierarchies(self) -> tuple[tuple[str, ...], ...]:
         """Dimensions grouped into chains, coarsest first: ((area, district), (age_band,), ...)."""

@@ -49,7 +49,6 @@ from caredata_spark.cli import Command, Context
 from caredata_spark.clinical_codes import Icd10Chapter, icd10_chapter, load_icd10_chapters
 from caredata_spark.disclosure import History, protect_table
 from caredata_spark.disclosure_audit import DisclosureRisk
-from caredata_spark.disclosure_history import DEFINITION
 from caredata_spark.errors import UsageError
 from caredata_spark.observability import get_logger, log_event, stage
 from caredata_spark.publication_site import SiteTable, write_site
@@ -593,13 +592,6 @@ def publish(
     return result
 
 
-def same_definition(earlier: DataFrame | None, definition: TableDefinition) -> DataFrame | None:
-    """The earlier versions counted as `definition` counts: only those share its cells."""
-    if earlier is None:
-        return None
-    return earlier.where(F.col(DEFINITION) == definition.fingerprint())
-
-
 def record_cells(
     store: DeltaStore, warehouse: str, name: str, earlier: DataFrame | None, cells: DataFrame
 ) -> None:
@@ -626,7 +618,7 @@ def _publish_tables(wh: Warehouse, publication: Publication, result: PublishResu
                     try:
                         table = protect_table(
                             sources[definition.source], definition, publication.disclosure, name,
-                            History(result.number, same_definition(earlier, definition)),
+                            History(result.number, earlier),
                         )
                     except DisclosureRisk as risk:
                         result.refused[name] = str(risk)

@@ -69,6 +69,7 @@ from caredata_spark.disclosure_audit import (
     Structure,
     feasibility,
     hidden_bounds,
+    no_pairs,
     per_subtable,
     split_depth,
     structure,
@@ -186,16 +187,21 @@ def complements(
     available: np.ndarray,
     value: np.ndarray,
     last_resort: np.ndarray,
+    anywhere: np.ndarray | None = None,
 ) -> np.ndarray:
     """One more cell to suppress per failing cell: from a relation it is in, else from a
     relation sharing a cell with those, else (`last_resort`) an inherited total of its
-    relations, which sends the choice back to the level above (see `protect`)."""
+    relations, which sends the choice back to the level above (see `protect`), else any
+    cell of `anywhere` (`disclosure_history`: what narrows an earlier publication's count
+    may be far from it)."""
     by_cell = members.tocsc()
+    elsewhere = np.flatnonzero(anywhere) if anywhere is not None else no_pairs()
     picks = set()
     for cell, width in zip(failing, need):
         near = np.unique(members[by_cell[:, cell].indices].indices)
         wider = np.unique(members[np.unique(by_cell[:, near].indices)].indices)
-        for pool in (near[available[near]], wider[available[wider]], near[last_resort[near]]):
+        pools = (near[available[near]], wider[available[wider]], near[last_resort[near]], elsewhere)
+        for pool in pools:
             pick = _cheapest_useful(pool, value, width)
             if pick is not None:
                 picks.add(pick)
@@ -209,10 +215,12 @@ def too_narrow(
     bounds: tuple[np.ndarray, np.ndarray],
     cells: np.ndarray,
     rule: ProtectionRule,
+    cap: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Those of `cells` (indices) an attacker knowing `bounds` confines to an interval
-    narrower than `rule` asks, and the width each needs."""
-    need = rule.required(value[cells])
+    narrower than `rule` asks (at most `cap`, per cell, where given), and the width each
+    needs."""
+    need = rule.required(value[cells], None if cap is None else cap[cells])
     found = feasibility(solver, value, *bounds, cells, need)
     short = found.upper - found.lower < need - 1e-6
     return cells[short], need[short]
@@ -261,6 +269,8 @@ def suppress_in_turn(
     candidate: np.ndarray,
     rule: ProtectionRule,
     rank: np.ndarray,
+    cap: np.ndarray | None = None,
+    fallback: np.ndarray | None = None,
 ) -> np.ndarray:
     """Like `suppress_until_protected`, but the failing cells are mended one at a time, by
     `rank` (then index): the first gets one complement (open relations then closed) until
@@ -268,19 +278,22 @@ def suppress_in_turn(
     one complement often mends; a complement for each at once hid far more (see
     `protect_whole_table`). Each step checks one cell, a few LPs, so the cost follows the
     failing cells, not rounds over the whole table; suppressing more only widens
-    intervals, so a mended cell stays mended.
+    intervals, so a mended cell stays mended. `cap` as in `too_narrow`; `fallback` cells
+    (candidates too) are complements of last resort, wherever they are.
     """
     members = relations.members
     solver = Solver(relations)
     failing, _ = too_narrow(
-        solver, value, hidden_bounds(suppressed, *published), np.flatnonzero(sensitive), rule
+        solver, value, hidden_bounds(suppressed, *published), np.flatnonzero(sensitive), rule, cap
     )
     for cell in failing[np.argsort(rank[failing], kind="stable")]:
         while True:
             bounds = hidden_bounds(suppressed, *published)
-            short, need = too_narrow(solver, value, bounds, np.array([cell]), rule)
+            short, need = too_narrow(solver, value, bounds, np.array([cell]), rule, cap)
+            available = candidate & ~suppressed
             extra = complements(
-                members, short, need, candidate & ~suppressed, value, np.zeros_like(suppressed)
+                members, short, need, available, value, np.zeros_like(suppressed),
+                None if fallback is None else fallback & available,
             )
             if extra.size == 0:
                 break  # mended, or nothing left to hide: the audit then refuses the table
