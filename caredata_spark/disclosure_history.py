@@ -73,7 +73,10 @@ from caredata_spark.disclosure_audit import (
 )
 from caredata_spark.observability import get_logger
 from caredata_spark.suppression import (
+    Chooser,
     DisclosurePolicy,
+    by_usefulness,
+    neighbourhood,
     protected_columns,
     protected_schema,
     suppress_in_turn,
@@ -284,6 +287,49 @@ def caps(model: JointModel, sensitive: np.ndarray, rule: ProtectionRule) -> np.n
     return cap
 
 
+def widening_complement(
+    relations: Structure,
+    value: np.ndarray,
+    published: tuple[np.ndarray, np.ndarray],
+    candidate: np.ndarray,
+    window: np.ndarray,
+) -> Chooser:
+    """The first candidate that widens the failing count's interval, tried beside it, then
+    beside those, then among the new window's totals, each pool cheapest useful first;
+    when none does on its own, the first of them.
+
+    The cheapest cell beside a count is the usual complement, but here most of a count's
+    neighbours are settled by earlier versions and the narrowing comes through them: a new
+    month's small count is pinned by its provider's window total minus months already
+    shown, so hiding its smaller neighbours in the month helps nothing (taking them in
+    turn hid whole months of a 50-provider table). Each try is a pair of LPs."""
+    solver = Solver(relations)
+    members = relations.members
+    by_cell = members.tocsc()
+
+    def width(cell: int, suppressed: np.ndarray) -> float:
+        found = feasibility(
+            solver, value, *hidden_bounds(suppressed, *published), np.array([cell]), np.ones(1), exact=True
+        )
+        return float(found.upper[0] - found.lower[0])
+
+    def choose(cell: int, need: float, suppressed: np.ndarray) -> int | None:
+        available = candidate & ~suppressed
+        near, wider = neighbourhood(members, by_cell, cell)
+        before = width(cell, suppressed)
+        pools = (near[available[near]], wider[available[wider]], np.flatnonzero(window & available))
+        options = pd.unique(np.concatenate([by_usefulness(pool, value, need) for pool in pools]))
+        for option in options:
+            trial = suppressed.copy()
+            trial[option] = True
+            if width(cell, trial) > before + TOLERANCE:
+                return int(option)
+        # no one cell widens it (two together may): the first, and the next one after it
+        return int(options[0]) if options.size else None
+
+    return choose
+
+
 def protect_with_history(
     cells: pd.DataFrame, shape: TableShape, policy: DisclosurePolicy, number: int
 ) -> pd.DataFrame:
@@ -328,7 +374,9 @@ def protect_with_history(
         policy.protection,
         (joint[list(shape.split_chain)] != TOTAL).sum(axis=1).to_numpy(),
         caps(model, sensitive, policy.protection),
-        (joint[shape.period] == TOTAL).to_numpy(),  # the new window's totals
+        widening_complement(
+            model.relations, value, published, candidate, (joint[shape.period] == TOTAL).to_numpy()
+        ),
     )
     hidden_in_new = np.where(seen, status, final)
     new = cells[new_rows]

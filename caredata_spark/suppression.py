@@ -69,7 +69,6 @@ from caredata_spark.disclosure_audit import (
     Structure,
     feasibility,
     hidden_bounds,
-    no_pairs,
     per_subtable,
     split_depth,
     structure,
@@ -169,15 +168,20 @@ def close_open_relations(
         suppressed[picks["cell"].to_numpy()] = True
 
 
-def _cheapest_useful(cells: np.ndarray, value: np.ndarray, need: float) -> int | None:
-    """The smallest count that can absorb `need`, else the largest available count."""
-    if cells.size == 0:
-        return None
+def by_usefulness(cells: np.ndarray, value: np.ndarray, need: float) -> np.ndarray:
+    """`cells` in the order complements are tried: the counts that can absorb `need`,
+    smallest first (least information lost), then the others, largest first."""
     values = value[cells]
     enough = values >= need + 1
-    if enough.any():
-        return int(cells[enough][np.argmin(values[enough])])
-    return int(cells[np.argmax(values)])
+    able = cells[enough][np.argsort(values[enough], kind="stable")]
+    rest = cells[~enough][np.argsort(-values[~enough], kind="stable")]
+    return np.concatenate([able, rest]).astype(np.int64)
+
+
+def _cheapest_useful(cells: np.ndarray, value: np.ndarray, need: float) -> int | None:
+    """The smallest count that can absorb `need`, else the largest available count."""
+    ordered = by_usefulness(cells, value, need)
+    return int(ordered[0]) if ordered.size else None
 
 
 def complements(
@@ -187,26 +191,46 @@ def complements(
     available: np.ndarray,
     value: np.ndarray,
     last_resort: np.ndarray,
-    anywhere: np.ndarray | None = None,
 ) -> np.ndarray:
     """One more cell to suppress per failing cell: from a relation it is in, else from a
     relation sharing a cell with those, else (`last_resort`) an inherited total of its
-    relations, which sends the choice back to the level above (see `protect`), else any
-    cell of `anywhere` (`disclosure_history`: what narrows an earlier publication's count
-    may be far from it)."""
+    relations, which sends the choice back to the level above (see `protect`)."""
     by_cell = members.tocsc()
-    elsewhere = np.flatnonzero(anywhere) if anywhere is not None else no_pairs()
     picks = set()
     for cell, width in zip(failing, need):
-        near = np.unique(members[by_cell[:, cell].indices].indices)
-        wider = np.unique(members[np.unique(by_cell[:, near].indices)].indices)
-        pools = (near[available[near]], wider[available[wider]], near[last_resort[near]], elsewhere)
-        for pool in pools:
+        near, wider = neighbourhood(members, by_cell, cell)
+        for pool in (near[available[near]], wider[available[wider]], near[last_resort[near]]):
             pick = _cheapest_useful(pool, value, width)
             if pick is not None:
                 picks.add(pick)
                 break
     return np.array(sorted(picks), dtype=np.int64)
+
+
+def neighbourhood(
+    members: sp.csr_matrix, by_cell: sp.csc_matrix, cell: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of the relations `cell` is in, and of the relations sharing a cell with those."""
+    near = np.unique(members[by_cell[:, cell].indices].indices)
+    wider = np.unique(members[np.unique(by_cell[:, near].indices)].indices)
+    return near, wider
+
+
+# (failing cell, the width it needs, the cells suppressed now) -> one more to suppress, or None
+Chooser = Callable[[int, float, np.ndarray], int | None]
+
+
+def nearest_complement(members: sp.csr_matrix, candidate: np.ndarray, value: np.ndarray) -> Chooser:
+    """`complements` as a `Chooser`: the cheapest useful cell beside the failing one."""
+
+    def choose(cell: int, need: float, suppressed: np.ndarray) -> int | None:
+        picks = complements(
+            members, np.array([cell]), np.array([need]), candidate & ~suppressed, value,
+            np.zeros_like(suppressed),
+        )
+        return int(picks[0]) if picks.size else None
+
+    return choose
 
 
 def too_narrow(
@@ -270,7 +294,7 @@ def suppress_in_turn(
     rule: ProtectionRule,
     rank: np.ndarray,
     cap: np.ndarray | None = None,
-    fallback: np.ndarray | None = None,
+    choose: Chooser | None = None,
 ) -> np.ndarray:
     """Like `suppress_until_protected`, but the failing cells are mended one at a time, by
     `rank` (then index): the first gets one complement (open relations then closed) until
@@ -278,11 +302,12 @@ def suppress_in_turn(
     one complement often mends; a complement for each at once hid far more (see
     `protect_whole_table`). Each step checks one cell, a few LPs, so the cost follows the
     failing cells, not rounds over the whole table; suppressing more only widens
-    intervals, so a mended cell stays mended. `cap` as in `too_narrow`; `fallback` cells
-    (candidates too) are complements of last resort, wherever they are.
+    intervals, so a mended cell stays mended. `cap` as in `too_narrow`; `choose` picks each
+    complement (default `nearest_complement`).
     """
     members = relations.members
     solver = Solver(relations)
+    choose = choose or nearest_complement(members, candidate, value)
     failing, _ = too_narrow(
         solver, value, hidden_bounds(suppressed, *published), np.flatnonzero(sensitive), rule, cap
     )
@@ -290,15 +315,11 @@ def suppress_in_turn(
         while True:
             bounds = hidden_bounds(suppressed, *published)
             short, need = too_narrow(solver, value, bounds, np.array([cell]), rule, cap)
-            available = candidate & ~suppressed
-            extra = complements(
-                members, short, need, available, value, np.zeros_like(suppressed),
-                None if fallback is None else fallback & available,
-            )
-            if extra.size == 0:
+            pick = choose(cell, float(need[0]), suppressed) if short.size else None
+            if pick is None:
                 break  # mended, or nothing left to hide: the audit then refuses the table
             suppressed = suppressed.copy()
-            suppressed[extra] = True
+            suppressed[pick] = True
             suppressed = close_open_relations(members, suppressed, candidate, value)
     return suppressed
 
