@@ -98,18 +98,13 @@ class Structure:
     """Relations of a table's cells: relation r says cell parent[r] = sum of children, and
     pair k says cell below[k] <= cell above[k] (a rate's numerator and its denominator:
     the numerator counts some of the denominator's people or records, so an attacker
-    knows it is not larger). Link j says cell linked[j] - cell link_base[j] =
-    link_difference[j]: one count in two publications, revised in between (see
-    `disclosure_history`)."""
+    knows it is not larger)."""
 
     parent: np.ndarray
     children: sp.csr_matrix  # relations x cells, 1 where the cell is a child
     additive: bool
     below: np.ndarray = field(default_factory=no_pairs)
     above: np.ndarray = field(default_factory=no_pairs)
-    linked: np.ndarray = field(default_factory=no_pairs)
-    link_base: np.ndarray = field(default_factory=no_pairs)
-    link_difference: np.ndarray = field(default_factory=no_pairs)
 
     @property
     def n_cells(self) -> int:
@@ -127,30 +122,22 @@ class Structure:
         return (self.children + self.totals).tocsr()
 
     def rows(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-        """The relations, pairs and links as LP rows: lower <= matrix @ cells <= upper."""
-        k = len(self.below)
+        """The relations, then the pairs, as LP rows: lower <= matrix @ cells <= upper."""
         matrix, lower, upper = self._relation_rows()
-        return (
-            sp.vstack(
-                [
-                    matrix,
-                    self._differences(self.below, self.above),
-                    self._differences(self.linked, self.link_base),
-                ]
-            ).tocsr(),
-            np.concatenate([lower, np.full(k, -highspy.kHighsInf), self.link_difference]),
-            np.concatenate([upper, np.zeros(k), self.link_difference]),
-        )
-
-    def _differences(self, plus: np.ndarray, minus: np.ndarray) -> sp.csr_matrix:
-        """One row per pair of cells: cell plus[i] - cell minus[i]."""
-        k = len(plus)
-        return sp.csr_matrix(
+        k = len(self.below)
+        if k == 0:
+            return matrix, lower, upper
+        below_minus_above = sp.csr_matrix(
             (
                 np.concatenate([np.ones(k), -np.ones(k)]),
-                (np.tile(np.arange(k), 2), np.concatenate([plus, minus])),
+                (np.tile(np.arange(k), 2), np.concatenate([self.below, self.above])),
             ),
             shape=(k, self.n_cells),
+        )
+        return (
+            sp.vstack([matrix, below_minus_above]).tocsr(),
+            np.concatenate([lower, np.full(k, -highspy.kHighsInf)]),
+            np.concatenate([upper, np.zeros(k)]),
         )
 
     def _relation_rows(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:

@@ -14,26 +14,27 @@ earlier ones at once, in one model (`joint_model`):
 - a variable per count: a period cell (a named month, not a total over months) with the
   same categories and true count in several versions is one variable; a total over the
   window is a variable of its own publication;
-- a month cell whose count late records changed is a new variable, tied to the earlier one
-  by the exact difference: the attacker is taken to know how the count was revised, the
-  most anyone could know, so the model never under-states what is given away;
+- a month cell whose count late records changed is a variable of its own: the attacker is
+  taken not to know by how much (taking every revision as known refused a table whenever a
+  small count appeared from zero, which late records do every month);
 - each version's relations (totals and their parts) and rate pairs, over its variables;
 - each variable's published intervals, intersected over the versions that show it.
 
-`protect_with_history` then settles the month cells earlier versions published: hidden
-before, hidden again (showing it, even revised, gives the earlier count away); shown
-before, shown again only when its new interval says nothing the earlier ones did not (the
-rounding may have changed; a small count is never shown). It attacks the hidden small
-counts of every version and mends those too narrow with complements among the new
-version's own cells, one at a time (`suppress_in_turn`): next to the cell first, else the
-new window's totals, through which successive windows are differenced.
+`protect_with_history` then settles the month cells earlier versions published, by
+category whatever the count now: hidden before, hidden again (showing a revised count
+next to the earlier one hidden invites taking them as equal); shown before, shown again
+only when its interval adds nothing to the earlier ones (the rounding may have changed, or
+the count; a small count is never shown). It attacks the hidden small counts of every
+version and mends those too narrow with complements among the new version's own cells,
+one at a time, each the first that widens the count's interval (`widening_complement`).
 `audit_with_history` attacks the same model before the table is published.
 
-Some widths cannot be restored by hiding more now: an earlier count that the earlier
-versions alone already confine more narrowly than the rule asks (the rule widened since, a
-count revised across the small-number threshold). For those the new version must leave at
-least the width they had (`caps`), rather than refuse every later publication; each is
-counted in a warning. Publications made before this module kept no cells: not modelled.
+Some widths no new version can restore: a count the earlier versions confine more
+narrowly than the rule asks (the rule widened since, a count revised across the
+small-number threshold), or a new total equal to such a count. `caps` measures each
+sensitive count with every cell only the new version has hidden; the new version must
+leave at least that width, rather than be refused every month; each is counted in a
+warning. Publications made before this module kept no cells: they are not modelled.
 """
 
 from __future__ import annotations
@@ -93,17 +94,16 @@ class JointModel:
 
     `variable` maps each row of the cells given to its variable. `cells` has one row per
     variable: its categories, measure and VALUE; SUPPRESSED (hidden in every version that
-    has it), PRIMARY, FORCED, LOWER/UPPER (the intersection of its published intervals);
-    `in_new`, `in_earlier`; CATEGORY and, per category, `seen_before` (in an earlier
-    version) and `shown_before` (shown in one); and what the earlier versions alone say of
-    it: `earlier_hidden`, `earlier_lower`, `earlier_upper`. `relations` are every
-    version's relations and the links between a revised count's variables; `earlier` the
-    earlier versions' relations and the same links: what was known before this one.
+    has it), PRIMARY, FORCED, LOWER/UPPER (the intersection of its shown intervals, else
+    its own); `in_new`, `in_earlier`; CATEGORY and, per category, `seen_before` (in an
+    earlier version), `shown_before` (shown in one) and `known_lower`/`known_upper` (their
+    intersection); what earlier versions showed of it (`earlier_hidden`, `earlier_lower`,
+    `earlier_upper`) and the new version's interval (`new_lower`, `new_upper`).
+    `relations` are every version's relations and rate pairs.
     """
 
     cells: pd.DataFrame
     relations: Structure
-    earlier: Structure
     variable: np.ndarray
 
 
@@ -127,7 +127,6 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
     n = int(variable.max()) + 1 if len(variable) else 0
     new = cells[PUBLICATION].to_numpy() == number
     hidden = cells[SUPPRESSED].to_numpy(bool)
-    value = cells[VALUE].to_numpy(float)
     lower, upper = cells[LOWER].to_numpy(float), cells[UPPER].to_numpy(float)
     shown_earlier = ~new & ~hidden
 
@@ -152,8 +151,7 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
             "earlier_upper": where(shown_earlier, upper, np.inf),
             "new_lower": where(new, lower, -np.inf),
             "new_upper": where(new, upper, np.inf),
-            "below": where(shown_earlier, lower - value, -np.inf),
-            "above": where(shown_earlier, upper - value, np.inf),
+
         }
     )
     per = rows.groupby("variable").agg(
@@ -178,8 +176,8 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
     by_category = rows.groupby(CATEGORY).agg(
         seen_before=("earlier", "any"),
         shown_before=("shown_earlier", "any"),
-        known_below=("below", "max"),
-        known_above=("above", "min"),
+        known_lower=("earlier_lower", "max"),
+        known_upper=("earlier_upper", "min"),
     )
     per = per.join(by_category, on=CATEGORY)
     described = (
@@ -191,35 +189,12 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
     joint = pd.concat([described, per], axis=1).reset_index(drop=True)
     joint[INHERITED] = False
     joint[SUBTABLE] = WHOLE_TABLE
-    links = _links(joint)
-    return JointModel(
-        joint,
-        _relations(cells, shape, variable, n, links),
-        _relations(cells[~new], shape, variable[~new], n, links),
-        variable,
-    )
+    return JointModel(joint, _relations(cells, shape, variable, n), variable)
 
 
-def _links(joint: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A revised count's variables, each tied to the next of its category by their known
-    difference: the attacker is taken to know exactly how late records changed a count,
-    the most an attacker could know, so the model cannot under-state what is given away."""
-    ordered = joint.reset_index().sort_values([CATEGORY, VALUE])
-    same = ordered[CATEGORY].to_numpy()
-    index, value = ordered["index"].to_numpy(), ordered[VALUE].to_numpy(float)
-    chained = np.flatnonzero(same[1:] == same[:-1])
-    return index[chained + 1], index[chained], value[chained + 1] - value[chained]
-
-
-def _relations(
-    cells: pd.DataFrame,
-    shape: TableShape,
-    variable: np.ndarray,
-    n: int,
-    links: tuple[np.ndarray, np.ndarray, np.ndarray],
-) -> Structure:
+def _relations(cells: pd.DataFrame, shape: TableShape, variable: np.ndarray, n: int) -> Structure:
     """Each version's relations over the joint variables (one of each: a month's recur in
-    every version covering it), its rate pairs, and `links`."""
+    every version covering it) and its rate pairs."""
     parents, children, below, above = [no_pairs()], [sp.csr_matrix((0, n))], [no_pairs()], [no_pairs()]
     of_row = pd.Series(variable, index=cells.index)
     for _, rows in cells.groupby(PUBLICATION, sort=True):
@@ -248,37 +223,37 @@ def _relations(
     pairs = pd.DataFrame(
         {"below": np.concatenate(below), "above": np.concatenate(above)}
     ).drop_duplicates()
-    linked, base, difference = links
     return Structure(
         parent[keep],
         matrix[keep],
         shape.additive,
         pairs["below"].to_numpy(np.int64),
         pairs["above"].to_numpy(np.int64),
-        linked.astype(np.int64),
-        base.astype(np.int64),
-        difference,
     )
 
 
-def caps(model: JointModel, sensitive: np.ndarray, rule: ProtectionRule) -> np.ndarray:
-    """Per variable, the most width a new version can be asked to leave: where the earlier
-    versions alone (and the links) already confine a sensitive count of a category they
-    published more narrowly than `rule` asks, that width, which the new version must not
-    narrow further; elsewhere no cap."""
+def caps(
+    model: JointModel,
+    suppressed: np.ndarray,
+    published: tuple[np.ndarray, np.ndarray],
+    sensitive: np.ndarray,
+    rule: ProtectionRule,
+) -> np.ndarray:
+    """Per variable, the width a new version cannot help leaving: a sensitive count's
+    width with every cell only the new version has hidden (its month cells earlier
+    versions published keep the statuses they settled). Where that is below `rule` (the
+    rule widened since, a count revised across the small-number threshold, a new total
+    equal to such a count), the new version must leave no less; elsewhere no cap."""
     cells = model.cells
     cap = np.full(len(cells), np.inf)
-    targets = np.flatnonzero(sensitive & cells["seen_before"].to_numpy(bool))
+    targets = np.flatnonzero(sensitive)
     if targets.size == 0:
         return cap
+    only_new = cells["in_new"].to_numpy(bool) & ~cells["seen_before"].to_numpy(bool)
     value = cells[VALUE].to_numpy(float)
-    bounds = hidden_bounds(
-        cells["earlier_hidden"].to_numpy(bool),
-        cells["earlier_lower"].to_numpy(float),
-        cells["earlier_upper"].to_numpy(float),
-    )
     need = rule.required(value[targets])
-    found = feasibility(Solver(model.earlier), value, *bounds, targets, need)
+    bounds = hidden_bounds(suppressed | only_new, *published)
+    found = feasibility(Solver(model.relations), value, *bounds, targets, need)
     width = found.upper - found.lower
     narrow = width < need - TOLERANCE
     cap[targets[narrow]] = width[narrow]
@@ -348,8 +323,8 @@ def protect_with_history(
     # late records the count); a small count never is
     value = joint[VALUE].to_numpy(float)
     new_lower, new_upper = joint["new_lower"].to_numpy(float), joint["new_upper"].to_numpy(float)
-    adds_nothing = (new_lower <= value + joint["known_below"].to_numpy(float)) & (
-        new_upper >= value + joint["known_above"].to_numpy(float)
+    adds_nothing = (new_lower <= joint["known_lower"].to_numpy(float)) & (
+        new_upper >= joint["known_upper"].to_numpy(float)
     )
     shown_again = joint["shown_before"].to_numpy(bool) & adds_nothing & ~joint[PRIMARY].to_numpy(bool)
     status = np.where(seen, ~shown_again, hidden_now)
@@ -373,7 +348,7 @@ def protect_with_history(
         candidate,
         policy.protection,
         (joint[list(shape.split_chain)] != TOTAL).sum(axis=1).to_numpy(),
-        caps(model, sensitive, policy.protection),
+        caps(model, suppressed, published, sensitive, policy.protection),
         widening_complement(
             model.relations, value, published, candidate, (joint[shape.period] == TOTAL).to_numpy()
         ),
@@ -397,7 +372,10 @@ def audit_with_history(
     sensitive = joint[SUPPRESSED].to_numpy(bool) & (
         joint[PRIMARY].to_numpy(bool) | joint[FORCED].to_numpy(bool)
     )
-    return attack(joint, model.relations, sensitive, shape, rule, exact, caps(model, sensitive, rule))
+    suppressed = joint[SUPPRESSED].to_numpy(bool)
+    published = (joint[LOWER].to_numpy(float), joint[UPPER].to_numpy(float))
+    cap = caps(model, suppressed, published, sensitive, rule)
+    return attack(joint, model.relations, sensitive, shape, rule, exact, cap)
 
 
 # --- Spark ------------------------------------------------------------------------------
