@@ -151,7 +151,6 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
             "earlier_upper": where(shown_earlier, upper, np.inf),
             "new_lower": where(new, lower, -np.inf),
             "new_upper": where(new, upper, np.inf),
-
         }
     )
     per = rows.groupby("variable").agg(
@@ -195,7 +194,12 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
 def _relations(cells: pd.DataFrame, shape: TableShape, variable: np.ndarray, n: int) -> Structure:
     """Each version's relations over the joint variables (one of each: a month's recur in
     every version covering it) and its rate pairs."""
-    parents, children, below, above = [no_pairs()], [sp.csr_matrix((0, n))], [no_pairs()], [no_pairs()]
+    parents, children, below, above = (
+        [no_pairs()],
+        [sp.csr_matrix((0, n))],
+        [no_pairs()],
+        [no_pairs()],
+    )
     of_row = pd.Series(variable, index=cells.index)
     for _, rows in cells.groupby(PUBLICATION, sort=True):
         local = structure(rows.reset_index(drop=True), shape)
@@ -258,7 +262,9 @@ def caps(
     narrow = width < need - TOLERANCE
     cap[targets[narrow]] = width[narrow]
     if narrow.any():  # in the task's (executor's) log: a warning, as nothing configures it there
-        LOG.warning(json.dumps({"event": "disclosure_history.already_narrow", "cells": int(narrow.sum())}))
+        LOG.warning(
+            json.dumps({"event": "disclosure_history.already_narrow", "cells": int(narrow.sum())})
+        )
     return cap
 
 
@@ -284,7 +290,12 @@ def widening_complement(
 
     def width(cell: int, suppressed: np.ndarray) -> float:
         found = feasibility(
-            solver, value, *hidden_bounds(suppressed, *published), np.array([cell]), np.ones(1), exact=True
+            solver,
+            value,
+            *hidden_bounds(suppressed, *published),
+            np.array([cell]),
+            np.ones(1),
+            exact=True,
         )
         return float(found.upper[0] - found.lower[0])
 
@@ -326,7 +337,9 @@ def protect_with_history(
     adds_nothing = (new_lower <= joint["known_lower"].to_numpy(float)) & (
         new_upper >= joint["known_upper"].to_numpy(float)
     )
-    shown_again = joint["shown_before"].to_numpy(bool) & adds_nothing & ~joint[PRIMARY].to_numpy(bool)
+    shown_again = (
+        joint["shown_before"].to_numpy(bool) & adds_nothing & ~joint[PRIMARY].to_numpy(bool)
+    )
     status = np.where(seen, ~shown_again, hidden_now)
     candidate = in_new & ~seen & ~status & (value > 0)
     # what an attacker knows of each count: what earlier versions showed, and the new

@@ -97,7 +97,9 @@ def maintain_table(store: DeltaStore, path: str, retention_hours: int) -> dict[s
 
 def maintained(publication: Publication) -> list[str]:
     """The fixed tables, and the cells of `publication`'s tables with a period dimension."""
-    periodic = [publication_cells(name) for name, table in publication.tables.items() if table.period]
+    periodic = [
+        publication_cells(name) for name, table in publication.tables.items() if table.period
+    ]
     return [*MAINTAINED, *periodic]
 
 

@@ -71,13 +71,19 @@ def version(cells: pd.DataFrame, number: int, policy: DisclosurePolicy = POLICY)
 def followed_by(earlier: list[pd.DataFrame], cells: pd.DataFrame, number: int) -> pd.DataFrame:
     """The next version, protected against the earlier ones."""
     own = version(cells, number)
-    protected = protect_with_history(pd.concat([*earlier, own], ignore_index=True), SHAPE, POLICY, number)
+    protected = protect_with_history(
+        pd.concat([*earlier, own], ignore_index=True), SHAPE, POLICY, number
+    )
     return protected.assign(**{PUBLICATION: number})
 
 
-def attacked(versions: list[pd.DataFrame], rule: ProtectionRule = POLICY.protection) -> pd.DataFrame:
+def attacked(
+    versions: list[pd.DataFrame], rule: ProtectionRule = POLICY.protection
+) -> pd.DataFrame:
     number = int(versions[-1][PUBLICATION].iloc[0])
-    return audit_with_history(pd.concat(versions, ignore_index=True), SHAPE, rule, number, exact=True)
+    return audit_with_history(
+        pd.concat(versions, ignore_index=True), SHAPE, rule, number, exact=True
+    )
 
 
 def test_two_windows_protected_one_by_one_give_a_small_count_away() -> None:
@@ -156,7 +162,9 @@ def test_a_count_revised_by_late_records_keeps_its_categorys_status() -> None:
     to 31. A revised count is a count of its own, but shown next to the earlier one hidden
     it would pin p1's small counts of months 1 and 2 for anyone taking the two as equal:
     it stays hidden, as do the month's total and every other cell its category hid."""
-    interior = np.array([[16, 26, 4, 20, 40], [33, 2, 2, 30, 5], [29, 5, 26, 36, 6], [1, 6, 1, 3, 9]])
+    interior = np.array(
+        [[16, 26, 4, 20, 40], [33, 2, 2, 30, 5], [29, 5, 26, 36, 6], [1, 6, 1, 3, 9]]
+    )
     revised = interior.copy()
     revised[1, 3] += 1
     first = version(window(interior, 0, 4), 1)
@@ -221,7 +229,8 @@ def test_an_earlier_count_already_too_narrow_is_not_narrowed_further() -> None:
     keys = ["provider", "month"]
     both = before.merge(result, on=keys, suffixes=("_before", "_after"))
     width = {
-        when: both[f"feasible_max_{when}"] - both[f"feasible_min_{when}"] for when in ("before", "after")
+        when: both[f"feasible_max_{when}"] - both[f"feasible_min_{when}"]
+        for when in ("before", "after")
     }
     assert len(both) == len(before)
     assert (width["after"] >= np.minimum(width["before"], 20) - 1e-6).all()
@@ -242,9 +251,18 @@ def definition(**changes: object) -> TableDefinition:
 @pytest.mark.parametrize(
     ("dimensions", "message"),
     [
-        ([Dimension("month", period=True), Dimension("week", period=True)], r"dimensions\[1\].period: only one"),
-        ([Dimension("year"), Dimension("month", within="year", period=True)], r"dimensions\[1\].period: .*nested"),
-        ([Dimension("month", period=True), Dimension("day", within="month")], r"dimensions\[0\].period: .*nested"),
+        (
+            [Dimension("month", period=True), Dimension("week", period=True)],
+            r"dimensions\[1\].period: only one",
+        ),
+        (
+            [Dimension("year"), Dimension("month", within="year", period=True)],
+            r"dimensions\[1\].period: .*nested",
+        ),
+        (
+            [Dimension("month", period=True), Dimension("day", within="month")],
+            r"dimensions\[0\].period: .*nested",
+        ),
     ],
 )
 def test_one_period_dimension_and_not_nested(dimensions: list[Dimension], message: str) -> None:
