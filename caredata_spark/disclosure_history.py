@@ -244,19 +244,20 @@ def caps(
     rule: ProtectionRule,
 ) -> np.ndarray:
     """Per variable, the width a new version cannot help leaving: a sensitive count's
-    width with every cell only the new version has hidden (its month cells earlier
-    versions published keep the statuses they settled). Where that is below `rule` (the
-    rule widened since, a count revised across the small-number threshold, a new total
-    equal to such a count), the new version must leave no less; elsewhere no cap."""
+    width with every count only the new version has hidden (new cells and revised ones;
+    the counts earlier versions published keep the statuses they settled). Where that is
+    below `rule` (the rule widened since, a count revised across the small-number
+    threshold, a new total equal to such a count), the new version must leave no less;
+    elsewhere no cap."""
     cells = model.cells
     cap = np.full(len(cells), np.inf)
     targets = np.flatnonzero(sensitive)
     if targets.size == 0:
         return cap
-    only_new = cells["in_new"].to_numpy(bool) & ~cells["seen_before"].to_numpy(bool)
+    new_counts = cells["in_new"].to_numpy(bool) & ~cells["in_earlier"].to_numpy(bool)
     value = cells[VALUE].to_numpy(float)
     need = rule.required(value[targets])
-    bounds = hidden_bounds(suppressed | only_new, *published)
+    bounds = hidden_bounds(suppressed | new_counts, *published)
     found = feasibility(Solver(model.relations), value, *bounds, targets, need)
     width = found.upper - found.lower
     narrow = width < need - TOLERANCE
@@ -341,7 +342,9 @@ def protect_with_history(
         joint["shown_before"].to_numpy(bool) & adds_nothing & ~joint[PRIMARY].to_numpy(bool)
     )
     status = np.where(seen, ~shown_again, hidden_now)
-    candidate = in_new & ~seen & ~status & (value > 0)
+    # a count only the new version has (new, or revised and not held hidden) may be hidden
+    new_counts = in_new & ~joint["in_earlier"].to_numpy(bool)
+    candidate = new_counts & ~status & (value > 0)
     # what an attacker knows of each count: what earlier versions showed, and the new
     # version's interval where it is shown (or may be: a candidate complement)
     shows_new = in_new & (~status | ~seen)
@@ -366,7 +369,7 @@ def protect_with_history(
             model.relations, value, published, candidate, (joint[shape.period] == TOTAL).to_numpy()
         ),
     )
-    hidden_in_new = np.where(seen, status, final)
+    hidden_in_new = np.where(new_counts, final, status)
     new = cells[new_rows]
     return new.assign(**{SUPPRESSED: hidden_in_new[model.variable[new_rows]]})[
         protected_columns(shape)

@@ -179,6 +179,23 @@ def test_a_count_revised_by_late_records_keeps_its_categorys_status() -> None:
     assert attacked([first, second])["protected"].all()
 
 
+def test_a_revised_total_shown_again_may_not_pin_the_count_it_lost() -> None:
+    """A review's case: late records emptied p0's month 1, hidden as 2 before; its month
+    total fell from 50 to 48, still shown as 50. Shown again, beside month 1's unchanged
+    cells, it pinned the earlier 2 to [1, 4]. A revised count is the new version's own, so
+    it may be hidden as a complement, and the earlier 2 keeps the rule's width."""
+    interior = np.array([[20, 2, 30, 25, 18], [15, 22, 9, 31, 12], [3, 26, 14, 19, 27]])
+    revised = interior.copy()
+    revised[0, 1] = 0
+    revised[2, 3] = 0
+    first = version(window(interior, 0, 4), 1)
+    second = followed_by([first], window(revised, 1, 4), 2)
+    result = attacked([first, second])
+    assert result["protected"].all()
+    p0 = result[(result["provider"] == "p0") & (result["month"] == "m01")]
+    assert len(p0) == 1 and (p0["feasible_max"] - p0["feasible_min"] >= 7).all()
+
+
 def test_a_window_that_only_its_totals_can_mend_is_not_refused() -> None:
     """A review's case: the second version pinned the first's small counts of month 0 to
     [1, 7], and no complement beside them helps; one of the new window's totals does."""
