@@ -25,14 +25,15 @@ category whatever the count now: hidden before, hidden again (showing a revised 
 next to the earlier one hidden invites taking them as equal); shown before, shown again
 only when its interval adds nothing to the earlier ones (the rounding may have changed, or
 the count; a small count is never shown). It attacks the hidden small counts of every
-version and mends those too narrow with complements among the new version's own cells,
+version and mends those too narrow with complements among the counts only the new
+version has (its new month's cells, its window totals, revised counts not held hidden),
 one at a time, each the first that widens the count's interval (`widening_complement`).
 `audit_with_history` attacks the same model before the table is published.
 
 Some widths no new version can restore: a count the earlier versions confine more
 narrowly than the rule asks (the rule widened since, a count revised across the
 small-number threshold), or a new total equal to such a count. `caps` measures each
-sensitive count with every cell only the new version has hidden; the new version must
+sensitive count with every count only the new version has hidden; the new version must
 leave at least that width, rather than be refused every month; each is counted in a
 warning. Publications made before this module kept no cells: they are not modelled.
 """
