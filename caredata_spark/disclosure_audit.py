@@ -369,6 +369,11 @@ def hidden_bounds(
     return np.where(suppressed, 1.0, lower), np.where(suppressed, np.inf, upper)
 
 
+def to_protect(cells: pd.DataFrame, suppressed: np.ndarray) -> np.ndarray:
+    """The hidden cells that need a wide interval: small counts and forced totals."""
+    return suppressed & (cells[PRIMARY].to_numpy(bool) | cells[FORCED].to_numpy(bool))
+
+
 def attacker_bounds(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per-cell bounds: the published interval, or [1, inf) where suppressed."""
     return hidden_bounds(

@@ -71,6 +71,7 @@ from caredata_spark.disclosure_audit import (
     no_pairs,
     per_subtable,
     structure,
+    to_protect,
     whole_table,
 )
 from caredata_spark.observability import get_logger
@@ -131,9 +132,6 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
     lower, upper = cells[LOWER].to_numpy(float), cells[UPPER].to_numpy(float)
     shown_earlier = ~new & ~hidden
 
-    def where(mask: np.ndarray, bound: np.ndarray, otherwise: float) -> np.ndarray:
-        return np.where(mask, bound, otherwise)
-
     rows = pd.DataFrame(
         {
             "variable": variable,
@@ -146,12 +144,12 @@ def joint_model(cells: pd.DataFrame, shape: TableShape, number: int) -> JointMod
             FORCED: cells[FORCED].to_numpy(bool),
             "own_lower": lower,
             "own_upper": upper,
-            LOWER: where(~hidden, lower, -np.inf),
-            UPPER: where(~hidden, upper, np.inf),
-            "earlier_lower": where(shown_earlier, lower, -np.inf),
-            "earlier_upper": where(shown_earlier, upper, np.inf),
-            "new_lower": where(new, lower, -np.inf),
-            "new_upper": where(new, upper, np.inf),
+            LOWER: np.where(~hidden, lower, -np.inf),
+            UPPER: np.where(~hidden, upper, np.inf),
+            "earlier_lower": np.where(shown_earlier, lower, -np.inf),
+            "earlier_upper": np.where(shown_earlier, upper, np.inf),
+            "new_lower": np.where(new, lower, -np.inf),
+            "new_upper": np.where(new, upper, np.inf),
         }
     )
     per = rows.groupby("variable").agg(
@@ -355,7 +353,7 @@ def protect_with_history(
     )
     suppressed = joint["earlier_hidden"].to_numpy(bool) & np.where(in_new, status, True)
     joint[SUPPRESSED] = suppressed
-    sensitive = suppressed & (joint[PRIMARY].to_numpy(bool) | joint[FORCED].to_numpy(bool))
+    sensitive = to_protect(joint, suppressed)
     final = suppress_in_turn(
         model.relations,
         value,
@@ -386,10 +384,8 @@ def audit_with_history(
     cells = cells.sort_values([PUBLICATION, *shape.dimensions, MEASURE]).reset_index(drop=True)
     model = joint_model(cells, shape, number)
     joint = model.cells
-    sensitive = joint[SUPPRESSED].to_numpy(bool) & (
-        joint[PRIMARY].to_numpy(bool) | joint[FORCED].to_numpy(bool)
-    )
     suppressed = joint[SUPPRESSED].to_numpy(bool)
+    sensitive = to_protect(joint, suppressed)
     published = (joint[LOWER].to_numpy(float), joint[UPPER].to_numpy(float))
     cap = caps(model, suppressed, published, sensitive, rule)
     return attack(joint, model.relations, sensitive, shape, rule, exact, cap)

@@ -74,6 +74,7 @@ from caredata_spark.disclosure_audit import (
     structure,
     subtable_levels,
     subtables,
+    to_protect,
     whole_table,
 )
 
@@ -388,7 +389,7 @@ def protect_whole_table(
     cells = cells.sort_values([*shape.dimensions, MEASURE])
     value = cells[VALUE].to_numpy(float)
     hidden = cells[SUPPRESSED].to_numpy(bool)
-    sensitive = hidden & (cells[PRIMARY].to_numpy(bool) | cells[FORCED].to_numpy(bool))
+    sensitive = to_protect(cells, hidden)
     depth = (cells[list(shape.split_chain)] != TOTAL).sum(axis=1).to_numpy()
     suppressed = suppress_in_turn(
         structure(cells, shape),
